@@ -1,0 +1,49 @@
+"""cnnbuilder: classic CNN architectures as readable YAML recipes, built into Keras models.
+
+The recipe language (`cnnbuilder.recipe`) is pure Python; TensorFlow and Keras are only
+imported when a model is built, trained, tuned or exported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+# TensorFlow's C++ start-up chatter is noise for a command-line tool.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from cnnbuilder.errors import (  # noqa: E402
+    CnnBuilderError,
+    DataError,
+    RecipeError,
+    RunError,
+    WeightsError,
+)
+from cnnbuilder.zoo import list_recipes, load_recipe  # noqa: E402
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "build": "cnnbuilder.builder",
+    "stage_outputs": "cnnbuilder.builder",
+    "transfer_weights": "cnnbuilder.weights",
+    "load_model": "cnnbuilder.saving",
+    "train": "cnnbuilder.train",
+    "HyperRecipe": "cnnbuilder.tune",
+    "tune": "cnnbuilder.tune",
+    "export": "cnnbuilder.export",
+    "predict": "cnnbuilder.predict",
+    "load_dataset": "cnnbuilder.data",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'cnnbuilder' has no attribute {name!r}")
+
+
+__all__ = [
+    "CnnBuilderError", "DataError", "RecipeError", "RunError", "WeightsError",
+    "list_recipes", "load_recipe", *_LAZY,
+]

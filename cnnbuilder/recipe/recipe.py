@@ -1,0 +1,91 @@
+"""`Recipe`: a parsed, validated recipe document that can be planned for any input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnbuilder.errors import RecipeError
+from cnnbuilder.recipe.document import Document
+from cnnbuilder.recipe.resolve import Plan, resolve
+
+DEFAULT_INPUT_SHAPE = (224, 224, 3)
+DEFAULT_CLASSES = 1000
+METADATA_KEYS = {
+    "family": str, "params": int, "trainable_params": int, "input_shape": list, "classes": int,
+    "source": str, "keras_application": str, "keras_weights": dict, "macs": (int, float),
+    "min_input": int, "notes": str,
+}
+
+
+class Recipe:
+    """A recipe after `extends` is applied and every block checked with its default params."""
+
+    def __init__(self, document: Document):
+        self.document = document
+        data = document.data
+        self.name: str = data.get("name") or "model"
+        if not isinstance(self.name, str) or not self.name.replace("-", "_").isidentifier():
+            raise document.error(("name",), f"a recipe name must be an identifier, got {self.name!r}.")
+        self.description: str = data.get("description", "")
+        self.reference: str = data.get("reference", "")
+        self.metadata: dict = data.get("metadata") or {}
+        self.training: dict = data.get("training") or {}
+        self.tune: dict = data.get("tune") or {}
+        self._check_metadata()
+        # Validate now, with the defaults, so a broken recipe fails when it is loaded.
+        self.default_plan = self.plan()
+
+    def _check_metadata(self) -> None:
+        meta = self.metadata
+        if not isinstance(meta, dict):
+            raise self.document.error(("metadata",), f"expected a mapping, got {meta!r}.")
+        for key, value in meta.items():
+            expected = METADATA_KEYS.get(key)
+            if expected is not None and not isinstance(value, expected):
+                raise self.document.error(
+                    ("metadata", key), f"expected {getattr(expected, '__name__', expected)}, got {value!r}."
+                )
+        shape = meta.get("input_shape")
+        if shape is not None and not (
+            len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape)
+        ):
+            raise self.document.error(
+                ("metadata", "input_shape"), f"expected [height, width, channels] of positive integers, got {shape!r}."
+            )
+
+    @property
+    def default_input_shape(self) -> tuple:
+        return tuple(self.metadata.get("input_shape", DEFAULT_INPUT_SHAPE))
+
+    @property
+    def default_classes(self) -> int:
+        return int(self.metadata.get("classes", DEFAULT_CLASSES))
+
+    @property
+    def params(self) -> dict:
+        """The declared params with their defaults resolved."""
+        return dict(self.default_plan.params)
+
+    @property
+    def family(self) -> str:
+        return self.metadata.get("family", "")
+
+    def plan(self, *, input_shape=None, include_top: bool = True, classes: int | None = None,
+             classifier_activation: Any = "softmax", **overrides) -> Plan:
+        """Resolve params and blocks for one build; raises RecipeError on any problem."""
+        shape = tuple(input_shape) if input_shape is not None else self.default_input_shape
+        if len(shape) != 3:
+            raise RecipeError(
+                f"{self.document.source}: input_shape must be (height, width, channels), got {shape}."
+            )
+        return resolve(
+            self.document,
+            overrides=overrides,
+            input_shape=shape,
+            include_head=include_top,
+            classes=self.default_classes if classes is None else classes,
+            classifier_activation=classifier_activation,
+        )
+
+    def __repr__(self) -> str:
+        return f"Recipe({self.name!r}, source={self.document.source!r})"

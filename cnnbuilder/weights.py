@@ -1,0 +1,152 @@
+"""Weights: copying between models of the same architecture, and loading weight files.
+
+`transfer_weights` pairs layers by the structure of the graph, not by their names or the
+order they were created in, so a keras.applications model and the same network built
+from a recipe exchange weights even though every layer name differs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from cnnbuilder.errors import WeightsError
+
+# Merges whose result does not depend on the order of their inputs.
+_COMMUTATIVE = (keras.layers.Add, keras.layers.Multiply, keras.layers.Maximum,
+                keras.layers.Minimum, keras.layers.Average)
+
+
+def canonical_layers(model: keras.Model) -> list:
+    """Layers with weights, in an order fixed by the graph alone.
+
+    A depth-first walk from the outputs that visits a layer's inputs in their own order,
+    except for commutative merges, whose inputs are visited shallowest first (the
+    shortcut before the residual branch, however the model was written).
+    """
+    depth: dict[int, int] = {}
+
+    def parents(layer):
+        if not layer._inbound_nodes:
+            return []
+        node = layer._inbound_nodes[0]
+        return [t._keras_history.operation for t in node.input_tensors]
+
+    def depth_of(layer) -> int:
+        key = id(layer)
+        if key not in depth:
+            stack = [layer]
+            while stack:  # iterative, deep networks exceed Python's recursion limit
+                current = stack[-1]
+                pending = [p for p in parents(current) if id(p) not in depth]
+                if pending:
+                    stack.extend(pending)
+                    continue
+                stack.pop()
+                depth[id(current)] = 1 + max((depth[id(p)] for p in parents(current)), default=0)
+        return depth[key]
+
+    ordered, seen = [], set()
+    roots = [t._keras_history.operation for t in model.outputs]
+    stack = [(layer, False) for layer in reversed(roots)]
+    while stack:
+        layer, expanded = stack.pop()
+        if id(layer) in seen:
+            continue
+        if expanded:
+            seen.add(id(layer))
+            ordered.append(layer)
+            continue
+        stack.append((layer, True))
+        inputs = parents(layer)
+        if isinstance(layer, _COMMUTATIVE):
+            inputs = sorted(inputs, key=depth_of)
+        for parent in reversed(inputs):
+            if id(parent) not in seen:
+                stack.append((parent, False))
+    return [layer for layer in ordered if layer.weights]
+
+
+def transfer_weights(source_model: keras.Model, target_model: keras.Model) -> keras.Model:
+    """Copy every weight of `source_model` into `target_model` (same architecture, any names).
+
+    Raises WeightsError naming the first pair of layers that do not correspond.
+    """
+    source, target = canonical_layers(source_model), canonical_layers(target_model)
+    if len(source) != len(target):
+        raise WeightsError(
+            f"cannot transfer weights: {source_model.name} has {len(source)} layers with "
+            f"weights and {target_model.name} has {len(target)}; the architectures differ."
+        )
+    for src, dst in zip(source, target):
+        src_shapes = [tuple(w.shape) for w in src.weights]
+        dst_shapes = [tuple(w.shape) for w in dst.weights]
+        if type(src).__name__ != type(dst).__name__ or src_shapes != dst_shapes:
+            raise WeightsError(
+                f"cannot transfer weights: layer {src.name} ({type(src).__name__}, weights "
+                f"{src_shapes}) of {source_model.name} corresponds to {dst.name} "
+                f"({type(dst).__name__}, weights {dst_shapes}) of {target_model.name}."
+            )
+    for src, dst in zip(source, target):
+        dst.set_weights([np.asarray(w) for w in src.get_weights()])
+    return target_model
+
+
+def keras_cache_dir() -> Path:
+    base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(base) / "models"
+
+
+def load_weights(model: keras.Model, weights, *, recipe, include_top: bool, plan) -> None:
+    """Load `weights` ("imagenet" or a file) into a model built from `recipe`."""
+    meta = recipe.metadata
+    if weights == "imagenet":
+        files = meta.get("keras_weights") or {}
+        filename = files.get("top" if include_top else "notop")
+        if not filename or not meta.get("keras_application"):
+            raise WeightsError(
+                f"recipe {recipe.name!r} has no ImageNet weights: only recipes that mirror a "
+                "keras.applications model (metadata.keras_application) can load them."
+            )
+        path = keras_cache_dir() / filename
+        if not path.is_file():
+            raise WeightsError(
+                f"ImageNet weights for {recipe.name} are not in the Keras cache and cannot be "
+                f"downloaded here. Put the file keras.applications.{meta['keras_application']} "
+                f"downloads, {filename}, at {path} (or set KERAS_HOME), then retry."
+            )
+        _load_through_reference(model, path, meta["keras_application"], include_top, plan)
+        return
+    path = Path(weights)
+    if path.name.endswith(".weights.h5"):
+        try:
+            model.load_weights(path)
+        except Exception as exc:  # keras raises ValueError/KeyError with details
+            raise WeightsError(f"weights file {path} does not fit {model.name}: {exc}") from None
+        return
+    if meta.get("keras_application"):
+        _load_through_reference(model, path, meta["keras_application"], include_top, plan)
+        return
+    try:
+        model.load_weights(path)
+    except Exception as exc:
+        raise WeightsError(f"weights file {path} does not fit {model.name}: {exc}") from None
+
+
+def _load_through_reference(model, path, application: str, include_top, plan) -> None:
+    """Load a keras.applications weight file into that application, then transfer."""
+    constructor = getattr(keras.applications, application)
+    kwargs = dict(include_top=include_top, input_shape=tuple(model.inputs[0].shape[1:]))
+    if include_top:
+        kwargs["classes"] = int(model.outputs[0].shape[-1])
+    try:
+        reference = constructor(weights=str(path), **kwargs)
+    except Exception as exc:
+        raise WeightsError(
+            f"weights file {path} could not be loaded into keras.applications.{application} "
+            f"({'with' if include_top else 'without'} top): {exc}"
+        ) from None
+    transfer_weights(reference, model)
