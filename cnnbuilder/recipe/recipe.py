@@ -78,6 +78,12 @@ class Recipe:
             raise RecipeError(
                 f"{self.document.source}: input_shape must be (height, width, channels), got {shape}."
             )
+        minimum = self.metadata.get("min_input")
+        if minimum and any(d is not None and d < minimum for d in shape[:2]):
+            raise RecipeError(
+                f"{self.document.where(('metadata', 'min_input'))}: input size must be at least "
+                f"{minimum}x{minimum} for {self.name}; received input_shape={shape}."
+            )
         return resolve(
             self.document,
             overrides=overrides,

@@ -287,10 +287,20 @@ def resolve_fields(document, path, spec: BlockSpec, raw: dict, names: dict, defa
         problem = check_field(spec.field(key), value)
         if problem:
             where = path + (key,) if key in raw else path
-            raise document.error(where, f"{spec.name}.{key} = {value!r}: {problem}.")
+            origin = _origin(raw.get(key), names)
+            raise document.error(where, f"{spec.name}.{key} = {value!r}{origin}: {problem}.")
     if "kernel" in fields and isinstance(fields["kernel"], list):
         fields["kernel"] = tuple(fields["kernel"])
     return fields
+
+
+def _origin(raw, names) -> str:
+    """' (from "${2 * growth_rate}" with growth_rate=0)' for values computed from params."""
+    if not has_expression(raw):
+        return ""
+    used = sorted(n for n in names_used(raw) if n in names)
+    values = ", ".join(f"{n}={names[n]!r}" for n in used)
+    return f" (from {raw!r}" + (f" with {values})" if values else ")")
 
 
 def resolve_defaults(document: Document, names: dict) -> dict:

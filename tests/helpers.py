@@ -1,0 +1,40 @@
+"""Small recipes and utilities shared by the tests."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+TINY_RECIPE = textwrap.dedent(
+    """\
+    name: tiny
+    description: a small residual network for tests
+    metadata: {input_shape: [16, 16, 3], classes: 4}
+    params:
+      width: 8
+      units: [1, 1]
+    defaults:
+      conv: {use_bias: false}
+    stem:
+      - conv: {filters: "${width}", kernel: 3}
+      - bn
+      - activation: relu
+    stages:
+      - name: s1
+        blocks:
+          - identity: {filters: "${width}", repeat: "${units[0]}"}
+      - name: s2
+        blocks:
+          - convolutional: {filters: "${width * 2}"}
+          - identity: {filters: "${width * 2}", repeat: "${units[1] - 1}"}
+    head:
+      - global_pool: avg
+      - fc: {units: "${classes}", activation: "${classifier_activation}"}
+    """
+)
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path

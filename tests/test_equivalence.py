@@ -1,0 +1,88 @@
+"""The 11 keras.applications recipes compute exactly what keras.applications computes."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import cnnbuilder
+from cnnbuilder.weights import transfer_weights
+
+APPLICATIONS = {
+    "resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152",
+    "resnet50v2": "ResNet50V2", "resnet101v2": "ResNet101V2", "resnet152v2": "ResNet152V2",
+    "densenet121": "DenseNet121", "densenet169": "DenseNet169", "densenet201": "DenseNet201",
+    "vgg16": "VGG16", "vgg19": "VGG19",
+}
+
+
+def randomize(model: keras.Model, seed: int = 0) -> None:
+    """Random weights everywhere and random BatchNorm statistics, so equal outputs mean
+    every weight landed in the right place."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        values = []
+        for weight in layer.weights:
+            shape, name = tuple(weight.shape), weight.path.split("/")[-1]
+            if name in ("moving_variance", "gamma"):
+                values.append(rng.uniform(0.5, 1.5, shape))
+            elif name in ("moving_mean", "beta", "bias"):
+                values.append(rng.normal(0.0, 0.1, shape))
+            else:
+                fan_in = np.prod(shape[:-1]) if len(shape) > 1 else 1
+                values.append(rng.normal(0.0, np.sqrt(2.0 / fan_in), shape))
+        if values:
+            layer.set_weights([v.astype("float32") for v in values])
+
+
+@pytest.mark.parametrize("name", APPLICATIONS)
+def test_parameter_count_equals_keras_applications(name):
+    ours = cnnbuilder.build(name)
+    reference = getattr(keras.applications, APPLICATIONS[name])(weights=None)
+    assert ours.count_params() == reference.count_params()
+    assert ours.count_params() == cnnbuilder.load_recipe(name).metadata["params"]
+    assert ours.output_shape == reference.output_shape == (None, 1000)
+
+
+@pytest.mark.parametrize("name", APPLICATIONS)
+def test_outputs_equal_after_transfer(name):
+    reference = getattr(keras.applications, APPLICATIONS[name])(
+        weights=None, include_top=True, input_shape=(64, 64, 3), classes=7,
+        classifier_activation=None,
+    )
+    ours = cnnbuilder.build(name, input_shape=(64, 64, 3), classes=7, classifier_activation=None)
+    randomize(reference)
+    transfer_weights(reference, ours)
+    x = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    expected, got = np.asarray(reference(x)), np.asarray(ours(x))
+    scale = np.max(np.abs(expected))
+    assert scale > 0
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_densenet_block_override_gives_densenet169():
+    model = cnnbuilder.build("densenet121", blocks=[6, 12, 32, 32])
+    assert model.count_params() == keras.applications.DenseNet169(weights=None).count_params()
+
+
+def test_resnet_block_override_gives_resnet101():
+    model = cnnbuilder.build("resnet50", blocks=[3, 4, 23, 3])
+    assert model.count_params() == keras.applications.ResNet101(weights=None).count_params()
+
+
+def test_growth_rate_override_changes_every_dense_layer():
+    narrow = cnnbuilder.build("densenet121", growth_rate=12, include_top=False, input_shape=(32, 32, 3))
+    # The stem has 2k = 24 channels; every dense layer adds k = 12; transitions halve.
+    assert narrow.get_layer("conv2_block1_layer1_concat").output.shape[-1] == 24 + 12
+    channels = 24
+    for layers in (6, 12, 24):
+        channels = (channels + layers * 12) // 2
+    assert narrow.output_shape[-1] == channels + 16 * 12 == 384
+
+
+def test_transfer_rejects_a_different_architecture():
+    a = cnnbuilder.build("densenet121", include_top=False, input_shape=(32, 32, 3))
+    b = cnnbuilder.build("densenet121", include_top=False, input_shape=(32, 32, 3), growth_rate=16)
+    with pytest.raises(cnnbuilder.WeightsError, match="corresponds to"):
+        transfer_weights(a, b)
