@@ -117,6 +117,81 @@ def cmd_show(args) -> int:
     return 0
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def parse_augment(text: str | None):
+    if text is None:
+        return None
+    names = [] if text.strip().lower() == "none" else [p.strip() for p in text.split(",") if p.strip()]
+    from cnnbuilder.training_config import AUGMENTATIONS
+
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise UsageError(f"--augment: unknown augmentation {unknown[0]!r}; use a comma-separated list of {', '.join(AUGMENTATIONS)}, or none.")
+    return names
+
+
+def cmd_train(args) -> int:
+    from cnnbuilder.train import train
+
+    result = train(
+        args.recipe, args.dataset, output=args.output, epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate,
+        params=parse_assignments(args.set), input_shape=parse_shape(args.input_shape),
+        augment=parse_augment(args.augment), optimizer=args.optimizer, schedule=args.schedule,
+        weight_decay=args.weight_decay, mixed_precision=args.mixed_precision, jit=args.jit,
+        seed=args.seed, verbose=0 if args.quiet else (1 if sys.stdout.isatty() else 2),
+        overwrite=args.overwrite, data_dir=args.data_dir,
+    )
+    metrics = result.metrics
+    print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} "
+          f"after {metrics['epochs_run']} epochs ({metrics['seconds']:.0f} s); "
+          f"best epoch {metrics['best_epoch']}.")
+    print(f"results in {result.output}/: metrics.json, history.csv, history.png, model.keras")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from cnnbuilder.export import export, format_export_summary
+
+    path = export(args.source, args.output, format=args.format, force=args.force,
+                  class_names=args.class_names.split(",") if args.class_names else None)
+    print(format_export_summary(path))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import json
+
+    from cnnbuilder.predict import format_predictions, predict
+
+    results = predict(args.saved_model_dir, args.images, top_k=args.top_k)
+    print(json.dumps(results, indent=2) if args.json else format_predictions(results))
+    return 0
+
+
+def add_dataset_arguments(p) -> None:
+    p.add_argument("--dataset", default="digits",
+                   help="digits (embedded, default), tfds:NAME or folder:PATH")
+    p.add_argument("--data-dir", help="tensorflow-datasets data directory")
+    p.add_argument("--output", required=True, metavar="DIR", help="run directory")
+    p.add_argument("--epochs", type=positive_int, help="epochs (default: the recipe's training section)")
+    p.add_argument("--batch-size", type=positive_int, help="batch size (default: the recipe's)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a recipe param")
+    p.add_argument("--input-shape", help="HEIGHT,WIDTH,CHANNELS (default: the recipe's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in DIR")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnnbuilder",
@@ -135,11 +210,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a recipe param")
     p.add_argument("--plot", metavar="FILE.png", help="also draw the network as a block diagram")
     p.set_defaults(run=cmd_show)
+
+    p = commands.add_parser("train", help="train a recipe on a dataset (resumable)")
+    p.add_argument("recipe", help="recipe name or path to a .yaml file")
+    add_dataset_arguments(p)
+    p.add_argument("--learning-rate", type=positive_float, help="initial learning rate")
+    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "rmsprop"))
+    p.add_argument("--schedule", choices=("cosine", "step", "constant"))
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--augment", help="comma-separated crop,flip,translate or none")
+    p.add_argument("--mixed-precision", action="store_true", help="mixed precision (float16 on GPU, bfloat16 on CPU)")
+    p.add_argument("--jit", action="store_true", help="compile the training step with XLA")
+    p.set_defaults(run=cmd_train)
+
+    p = commands.add_parser("export", help="export a run or .keras model as a SavedModel or LiteRT file")
+    p.add_argument("source", metavar="RUN_DIR|MODEL.keras")
+    p.add_argument("--output", required=True, metavar="saved_models/NAME/VERSION")
+    p.add_argument("--format", default="savedmodel", choices=("savedmodel", "litert"))
+    p.add_argument("--force", action="store_true", help="replace an existing version")
+    p.add_argument("--class-names", help="comma-separated labels (default: the run's)")
+    p.set_defaults(run=cmd_export)
+
+    p = commands.add_parser("predict", help="classify image files with an exported SavedModel")
+    p.add_argument("saved_model_dir", metavar="SAVED_MODEL_DIR")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top-k", type=positive_int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_predict)
     return parser
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with file descriptor 2 closed: its C++ start-up lines (CUDA
+    probes) bypass Python and would clutter every command's output."""
+    if "tensorflow" in sys.modules:
+        return
+    import os
+
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # the CUDA probe logs on first use
+    except ImportError:
+        pass
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "list":
+        _import_tensorflow_quietly()
     try:
         return args.run(args)
     except CnnBuilderError as exc:

@@ -37,28 +37,31 @@ def randomize(model: keras.Model, seed: int = 0) -> None:
 
 
 @pytest.mark.parametrize("name", APPLICATIONS)
-def test_parameter_count_equals_keras_applications(name):
-    ours = cnnbuilder.build(name)
+def test_same_parameters_and_outputs_as_keras_applications(name):
+    """`build(name)` has the reference's parameter count and, given the reference's
+    weights (random, with random BatchNorm statistics), computes the same outputs."""
     reference = getattr(keras.applications, APPLICATIONS[name])(weights=None)
+    ours = cnnbuilder.build(name)
     assert ours.count_params() == reference.count_params()
     assert ours.count_params() == cnnbuilder.load_recipe(name).metadata["params"]
     assert ours.output_shape == reference.output_shape == (None, 1000)
 
-
-@pytest.mark.parametrize("name", APPLICATIONS)
-def test_outputs_equal_after_transfer(name):
-    reference = getattr(keras.applications, APPLICATIONS[name])(
-        weights=None, include_top=True, input_shape=(64, 64, 3), classes=7,
-        classifier_activation=None,
-    )
-    ours = cnnbuilder.build(name, input_shape=(64, 64, 3), classes=7, classifier_activation=None)
     randomize(reference)
     transfer_weights(reference, ours)
-    x = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
-    expected, got = np.asarray(reference(x)), np.asarray(ours(x))
+    x = np.random.default_rng(1).uniform(0, 255, (1, 224, 224, 3)).astype("float32")
+    # Compare logits (softmax would hide differences in saturated classes).
+    expected = np.asarray(_logits(reference)(x))
+    got = np.asarray(_logits(ours)(x))
     scale = np.max(np.abs(expected))
     assert scale > 0
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * scale)
+
+
+def _logits(model: keras.Model) -> keras.Model:
+    """The model up to the classifier's pre-activation, sharing its weights."""
+    head = model.layers[-1]
+    head.activation = keras.activations.linear
+    return model
 
 
 def test_densenet_block_override_gives_densenet169():

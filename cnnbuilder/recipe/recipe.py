@@ -28,7 +28,8 @@ class Recipe:
             raise document.error(("name",), f"a recipe name must be an identifier, got {self.name!r}.")
         self.description: str = data.get("description", "")
         self.reference: str = data.get("reference", "")
-        self.metadata: dict = data.get("metadata") or {}
+        # A child recipe removes an inherited entry by setting it to null.
+        self.metadata: dict = {k: v for k, v in (data.get("metadata") or {}).items() if v is not None}
         self.training: dict = data.get("training") or {}
         self.tune: dict = data.get("tune") or {}
         self._check_metadata()

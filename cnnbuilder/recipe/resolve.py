@@ -23,6 +23,9 @@ from cnnbuilder.recipe.vocabulary import (
 
 # Names every expression may use besides the recipe's own params.
 BUILD_NAMES = ("classes", "classifier_activation")
+# build() keyword arguments: a param with one of these names could never be overridden.
+RESERVED_NAMES = BUILD_NAMES + ("include_top", "weights", "input_tensor", "input_shape",
+                                "pooling", "name", "features_only", "recipe")
 SECTIONS = ("stem", "stages", "head")
 
 
@@ -74,8 +77,12 @@ def resolve_params(document: Document, overrides: dict, build_values: dict) -> d
                 + did_you_mean(name, declared),
             )
     for name in declared:
-        if not isinstance(name, str) or not name.isidentifier() or name in BUILD_NAMES:
-            raise document.error(("params", name), f"{name!r} cannot be a param name.")
+        if not isinstance(name, str) or not name.isidentifier() or name in RESERVED_NAMES:
+            raise document.error(
+                ("params", name),
+                f"{name!r} cannot be a param name (params are identifiers other than the "
+                f"build() arguments {', '.join(RESERVED_NAMES)}).",
+            )
     raw = dict(declared)
     for name, value in overrides.items():
         _check_override(document, name, declared[name], value)

@@ -1,0 +1,148 @@
+"""Custom Keras layers, for the few features that standard layers cannot express.
+
+Every layer here is registered serializable under the package name "cnnbuilder", so a
+`.keras` file that uses one loads (with `safe_mode=True`) once `cnnbuilder.layers` has
+been imported. Models built without these features contain standard layers only.
+
+`DenseLayerBottleneck` is the memory-efficient DenseNet layer input (Pleiss et al. 2017,
+"Memory-Efficient Implementation of DenseNets"): the concatenation of the previous feature
+maps, BatchNorm, activation and the following convolution run as one unit whose
+intermediate results are recomputed in the backward pass instead of being kept, so a dense
+block stores O(L) rather than O(L²) feature maps. It owns a standard BatchNormalization and
+Conv2D as sublayers, so its weights are exactly those of the plain
+BN → activation → Conv2D chain (same shapes and order).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+def _as_layer(value, expected: type, what: str):
+    if isinstance(value, dict):
+        value = keras.saving.deserialize_keras_object(value)
+    if not isinstance(value, expected):
+        raise TypeError(f"DenseLayerBottleneck: `{what}` must be a keras.layers.{expected.__name__} "
+                        f"or its serialized config. Received: {value!r}")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="cnnbuilder")
+class DenseLayerBottleneck(keras.layers.Layer):
+    """Concatenate → BatchNorm → activation → Conv2D, recomputed in the backward pass.
+
+    Called on a list of 4-D feature maps (channels last). In training (`training=True`)
+    the four steps run inside `keras.remat` — `tf.recompute_grad` on TensorFlow,
+    `jax.checkpoint` on JAX — over positional tensors only (the variable values are read
+    outside and passed in), so only the inputs and the output are kept for the backward
+    pass. On other backends, and in inference, it runs without recomputation; the results
+    are the same either way.
+
+    BatchNorm moving statistics are updated exactly once per call: the normalization runs
+    inside a `keras.StatelessScope`, whose collected updates are returned by the recomputed
+    function and assigned outside it, so the backward recomputation discards its own.
+
+    Arguments:
+        norm: a `keras.layers.BatchNormalization` (or its serialized config) over the
+            concatenated channels.
+        conv: a `keras.layers.Conv2D` (or its serialized config) applied after the
+            activation.
+        activation: activation between the two (name or callable), default "relu".
+        recompute: False turns the recomputation off (same results, more memory).
+    """
+
+    def __init__(self, norm, conv, activation="relu", recompute: bool = True, **kwargs):
+        # Variable values are read without casting (mixed precision): the sublayers cast
+        # them to their own compute dtype.
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.norm = _as_layer(norm, keras.layers.BatchNormalization, "norm")
+        self.conv = _as_layer(conv, keras.layers.Conv2D, "conv")
+        self.activation = keras.activations.get(activation)
+        self.recompute = bool(recompute)
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def canonical_sublayers(self) -> list:
+        """The standard layers this layer stands for, in the order of the plain graph
+        (BatchNormalization, Conv2D); used to pair weights with the plain build."""
+        return [self.norm, self.conv]
+
+    @staticmethod
+    def _concat_shape(input_shape):
+        shapes = _shape_list(input_shape)
+        channels = [s[-1] for s in shapes]
+        total = None if any(c is None for c in channels) else sum(channels)
+        return tuple(shapes[0][:-1]) + (total,)
+
+    def build(self, input_shape):
+        shape = self._concat_shape(input_shape)
+        if shape[-1] is None:
+            raise ValueError(f"{self.name}: the channel count of every input must be known; "
+                             f"received input shapes {input_shape}")
+        if not self.norm.built:
+            self.norm.build(shape)
+        if not self.conv.built:
+            self.conv.build(shape)
+
+    def compute_output_shape(self, input_shape):
+        return self.conv.compute_output_shape(self._concat_shape(input_shape))
+
+    # ----------------------------------------------------------------------- call
+    def call(self, inputs, training=None):
+        inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        if not training:
+            return self._forward(inputs, training=False)
+
+        variables = list(self.norm.weights) + list(self.conv.weights)
+        statistics = list(self.norm.non_trainable_weights)
+        updated: list = []  # indices into `statistics`, found while tracing
+
+        def forward(*args):
+            values, tensors = args[:len(variables)], list(args[len(variables):])
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
+                before = [scope.get_current_value(v) for v in statistics]
+                outputs = self._forward(tensors, training=True)
+                after = [scope.get_current_value(v) for v in statistics]
+            updated[:] = [i for i, (b, a) in enumerate(zip(before, after)) if a is not b]
+            return (outputs, *[after[i] for i in updated])
+
+        if self.recompute and keras.backend.backend() in ("tensorflow", "jax"):
+            forward = keras.remat(forward)
+        # Positional tensors only: tf.recompute_grad rejects keyword arguments in graph mode.
+        results = forward(*[v.value for v in variables], *inputs)
+        if not isinstance(results, (tuple, list)):
+            results = (results,)
+        outputs, new_values = results[0], results[1:]
+        for index, value in zip(updated, new_values):  # the one update of this step
+            statistics[index].assign(ops.stop_gradient(value))
+        return outputs
+
+    def _forward(self, tensors, training):
+        x = tensors[0] if len(tensors) == 1 else ops.concatenate(tensors, axis=-1)
+        x = self.norm(x, training=training)
+        x = self.activation(x)
+        return self.conv(x)
+
+    # -------------------------------------------------------------- serialization
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "norm": keras.saving.serialize_keras_object(self.norm),
+            "conv": keras.saving.serialize_keras_object(self.conv),
+            "activation": keras.activations.serialize(self.activation),
+            "recompute": self.recompute,
+        })
+        return config
+
+
+def _shape_list(input_shape) -> list:
+    """A list of shapes from one shape or a list of them."""
+    if isinstance(input_shape, (list, tuple)) and input_shape and all(
+            isinstance(s, (list, tuple)) for s in input_shape):
+        return [tuple(s) for s in input_shape]
+    return [tuple(input_shape)]
+
+
+__all__ = ["DenseLayerBottleneck"]

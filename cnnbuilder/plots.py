@@ -1,0 +1,33 @@
+"""Pictures people would rather look at than read: training history, tuning results,
+architecture diagrams. Matplotlib with the Agg backend (no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_history(rows: list[dict], path, *, title: str = "") -> Path:
+    """Loss and accuracy per epoch, training against validation."""
+    epochs = [int(r["epoch"]) for r in rows]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        for prefix, label, style in (("", "training", "-"), ("val_", "validation", "--")):
+            key = prefix + metric
+            values = [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+            if values:
+                axis.plot(epochs[: len(values)], values, style, marker="o", markersize=3, label=label)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    if title:
+        figure.suptitle(title)
+    path = Path(path)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
