@@ -12,9 +12,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+DEMO := runs/demo
+
+# The main job on the embedded digits: look at the zoo, train ResNet-20 (He et al. 2015)
+# as its paper did, export it for serving and classify a few digit images with it.
 demo: $(STAMP)
 	$(BIN)/cnnbuilder list
-	$(BIN)/cnnbuilder show densenet121
+	$(BIN)/cnnbuilder show resnet20 --plot $(DEMO)/resnet20.png
+	$(BIN)/cnnbuilder train resnet20 --dataset digits --epochs 20 --output $(DEMO)/resnet20 --overwrite
+	@echo "training curves: $(DEMO)/resnet20/history.png"
+	$(BIN)/cnnbuilder export $(DEMO)/resnet20 --output saved_models/digits/1 --force
+	$(BIN)/python -m cnnbuilder.demo samples $(DEMO)/samples 5 > /dev/null
+	$(BIN)/cnnbuilder predict saved_models/digits/1 $(DEMO)/samples/*.png --top-k 3
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

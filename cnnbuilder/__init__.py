@@ -28,11 +28,11 @@ _LAZY = {
     "stage_outputs": "cnnbuilder.builder",
     "transfer_weights": "cnnbuilder.weights",
     "load_model": "cnnbuilder.saving",
-    "train": "cnnbuilder.train",
+    "train": "cnnbuilder.training",
     "HyperRecipe": "cnnbuilder.tune",
     "tune": "cnnbuilder.tune",
-    "export": "cnnbuilder.export",
-    "predict": "cnnbuilder.predict",
+    "export": "cnnbuilder.exporting",
+    "predict": "cnnbuilder.prediction",
     "load_dataset": "cnnbuilder.data",
 }
 

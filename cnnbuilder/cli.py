@@ -140,7 +140,7 @@ def parse_augment(text: str | None):
 
 
 def cmd_train(args) -> int:
-    from cnnbuilder.train import train
+    from cnnbuilder.training import train
 
     result = train(
         args.recipe, args.dataset, output=args.output, epochs=args.epochs,
@@ -160,7 +160,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from cnnbuilder.export import export, format_export_summary
+    from cnnbuilder.exporting import export, format_export_summary
 
     path = export(args.source, args.output, format=args.format, force=args.force,
                   class_names=args.class_names.split(",") if args.class_names else None)
@@ -171,7 +171,7 @@ def cmd_export(args) -> int:
 def cmd_predict(args) -> int:
     import json
 
-    from cnnbuilder.predict import format_predictions, predict
+    from cnnbuilder.prediction import format_predictions, predict
 
     results = predict(args.saved_model_dir, args.images, top_k=args.top_k)
     print(json.dumps(results, indent=2) if args.json else format_predictions(results))

@@ -18,10 +18,10 @@ from PIL import Image
 
 import keras
 
-from cnnbuilder import export as export_module
+from cnnbuilder import exporting as export_module
 from cnnbuilder.errors import CnnBuilderError, DataError, RunError
-from cnnbuilder.export import export, preprocess_uint8, weights_checksum
-from cnnbuilder.predict import format_predictions, predict, read_image
+from cnnbuilder.exporting import export, preprocess_uint8, weights_checksum
+from cnnbuilder.prediction import format_predictions, predict, read_image
 
 CLASS_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 INPUT_SHAPE = (32, 32, 1)

@@ -4,6 +4,9 @@ Only numbers, strings, booleans, lists, the recipe's params, arithmetic
 (+ - * / // %), comparisons, `a if cond else b`, indexing and a few pure functions
 are allowed. Expressions are parsed with `ast` and walked node by node; nothing is ever
 passed to `eval`, so a recipe cannot reach Python objects, attributes or imports.
+
+`error('message')` rejects a param value on purpose, with the recipe author's words:
+`"${(depth - 2) // 6 if (depth - 2) % 6 == 0 else error('depth must be 6n+2')}"`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,22 @@ _COMPARE = {
     ast.Gt: operator.gt,
     ast.GtE: operator.ge,
 }
+
+
+class ExpressionError(Exception):
+    """An expression is malformed or refers to something it may not; the message says why."""
+
+
+class RejectedValue(ExpressionError):
+    """A recipe's own `error('...')` rejected the values it was given; the message is the
+    recipe author's, followed by the values of the names the expression uses."""
+
+
+def _reject(message):
+    """`error(message)` in an expression: stop with the recipe author's message."""
+    raise RejectedValue(str(message))
+
+
 FUNCTIONS = {
     "min": min,
     "max": max,
@@ -43,13 +62,10 @@ FUNCTIONS = {
     "sum": sum,
     "floor": math.floor,
     "ceil": math.ceil,
+    "error": _reject,
 }
 # `[x] * n` builds lists; bound them so a recipe cannot exhaust memory.
 MAX_LIST_LENGTH = 10_000
-
-
-class ExpressionError(Exception):
-    """An expression is malformed or refers to something it may not; the message says why."""
 
 
 def has_expression(value: Any) -> bool:
@@ -76,7 +92,7 @@ def evaluate(source: str, names: Mapping[str, Any]) -> Any:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
         raise ExpressionError(f"cannot parse ${{{source}}}: {exc.msg}") from None
-    return _Evaluator(names).visit(tree.body)
+    return _Evaluator(names, tree).visit(tree.body)
 
 
 def names_used(source: str) -> set[str]:
@@ -92,8 +108,9 @@ def names_used(source: str) -> set[str]:
 
 
 class _Evaluator:
-    def __init__(self, names: Mapping[str, Any]):
+    def __init__(self, names: Mapping[str, Any], tree: ast.AST | None = None):
         self.names = names
+        self.tree = tree
 
     def visit(self, node: ast.AST) -> Any:
         method = getattr(self, f"visit_{type(node).__name__}", None)
@@ -155,10 +172,14 @@ class _Evaluator:
             raise ExpressionError(f"division by zero in '{ast.unparse(node)}'") from None
 
     def visit_BoolOp(self, node):
-        values = [self.visit(v) for v in node.values]
-        if isinstance(node.op, ast.And):
-            return all(values)
-        return any(values)
+        # Python's semantics, short-circuit included: `ok or error('...')` only fails when
+        # `ok` is false.
+        stop_when = not isinstance(node.op, ast.And)
+        for value_node in node.values:
+            value = self.visit(value_node)
+            if bool(value) == stop_when:
+                return value
+        return value
 
     def visit_Compare(self, node):
         left = self.visit(node.left)
@@ -198,10 +219,24 @@ class _Evaluator:
                 f"(functions: {', '.join(sorted(FUNCTIONS))})"
             )
         args = [self.visit(a) for a in node.args]
+        if node.func.id == "error":
+            if len(args) != 1 or not isinstance(args[0], str):
+                raise ExpressionError(f"'{ast.unparse(node)}': error() takes one message string")
+            raise RejectedValue(args[0] + self._values_used())
         try:
             return FUNCTIONS[node.func.id](*args)
         except (TypeError, ValueError) as exc:
             raise ExpressionError(f"'{ast.unparse(node)}' failed: {exc}") from None
+
+    def _values_used(self) -> str:
+        """' (got depth=21)': the values behind a rejection, as the user set them."""
+        if self.tree is None:
+            return ""
+        used = sorted({n.id for n in ast.walk(self.tree) if isinstance(n, ast.Name)}
+                      & set(self.names) - set(FUNCTIONS))
+        if not used:
+            return ""
+        return " (got " + ", ".join(f"{n}={self.names[n]!r}" for n in used) + ")"
 
     def visit_unsupported(self, node):
         raise ExpressionError(f"'{ast.unparse(node)}' is not allowed in a recipe expression")

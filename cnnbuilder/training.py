@@ -184,8 +184,9 @@ def _prepare_directory(directory: Path, spec: _RunSpec, overwrite: bool) -> dict
             f"{directory} already holds a finished run (metrics.json). Choose another --output, "
             "or pass --overwrite to replace it."
         )
-    elif previous is not None and _comparable(previous) != _comparable(spec.identity()):
-        changed = sorted(k for k in spec.identity() if previous.get(k) != spec.identity()[k])
+    elif previous is not None and _comparable(previous, spec) != _comparable(spec.identity(), spec):
+        identity = json.loads(_comparable(spec.identity(), spec))
+        changed = sorted(k for k in identity if previous.get(k) != identity[k])
         raise RunError(
             f"{directory} holds an unfinished run with other settings ({', '.join(changed)} "
             "differ), so it cannot be resumed with these. Rerun the original command to resume "
@@ -200,8 +201,9 @@ def _prepare_directory(directory: Path, spec: _RunSpec, overwrite: bool) -> dict
     return {"epochs_done": 0, "best": None, "best_epoch": None, "checkpoint": None, "seconds": 0.0}
 
 
-def _comparable(identity: dict) -> str:
-    return json.dumps(identity, sort_keys=True, default=str)
+def _comparable(record: dict, spec: "_RunSpec") -> str:
+    """The identity fields of a run record, as canonical JSON."""
+    return json.dumps({k: record.get(k) for k in spec.identity()}, sort_keys=True, default=str)
 
 
 def _finish_promotion(directory: Path, state: dict) -> None:
