@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -29,6 +30,32 @@ import tensorflow as tf  # noqa: E402
 import cnnbuilder  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results.md")
+
+
+class Row(NamedTuple):
+    """One line of the table: cnnbuilder's figure, the reference's, and the target for
+    their ratio (an upper bound, or a lower bound when higher is better)."""
+    label: str
+    ours: float
+    reference: float
+    target: float
+    unit: str = "s"
+    higher_is_better: bool = False
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.reference
+
+    @property
+    def met(self) -> bool:
+        return self.ratio >= self.target if self.higher_is_better else self.ratio <= self.target
+
+    def cells(self) -> str:
+        value = {"s": "{:.4f} s", "MiB": "{:,.0f} MiB", "images/s": "{:,.0f} images/s",
+                 "depth": "{:.0f}"}[self.unit]
+        bound = "≥" if self.higher_is_better else "≤"
+        return (f"| {self.label} | {value.format(self.ours)} | {value.format(self.reference)} "
+                f"| {self.ratio:.3f} | {bound} {self.target:g} {'✓' if self.met else '✗'} |")
 
 
 def alternate(first, second, repeats: int, warmup: int = 1):
@@ -59,7 +86,7 @@ def bench_build(repeats=5):
             constructor(weights=None)
 
         mine, theirs = alternate(ours, reference, repeats)
-        rows.append((f"build `{recipe}` vs keras.applications.{application}", mine, theirs, 1.10))
+        rows.append(Row(f"build `{recipe}` vs keras.applications.{application}", mine, theirs, 1.10))
     return rows
 
 
@@ -85,8 +112,8 @@ def bench_step(repeats=7, batch=8, size=128):
         reference = _train_step_function(
             getattr(keras.applications, application)(weights=None, input_shape=shape), batch)
         mine, theirs = alternate(ours, reference, repeats)
-        rows.append((f"train step `{recipe}` vs keras.applications.{application} "
-                     f"(batch {batch}, {size}×{size})", mine, theirs, 1.03))
+        rows.append(Row(f"train step `{recipe}` vs keras.applications.{application} "
+                        f"(batch {batch}, {size}×{size})", mine, theirs, 1.03))
     return rows
 
 
@@ -112,16 +139,63 @@ def bench_pipeline(repeats=5):
             step()
 
     pipe, train = alternate(read_epoch, model_epoch, repeats)
-    return [("input pipeline vs `resnet20` training on digits (images/s: "
-             f"pipeline {images / pipe:,.0f}, model {images / train:,.0f})", pipe, train, 0.10)]
+    # The pipeline must outrun the model by far (target: ≥ 10× the images/s), so that
+    # overlapping them with prefetch leaves the model the only cost.
+    return [Row("input pipeline vs `resnet20` training on digits (batch 128, 32×32)",
+                images / pipe, images / train, 10.0, unit="images/s", higher_is_better=True)]
 
 
-def bench_memory():
-    try:
-        from cnnbuilder.memory import compare_peak_memory
-    except ImportError:
-        return []
-    return compare_peak_memory()
+MEMORY_RECIPE, MEMORY_BATCH, MEMORY_SHAPE = "densenet_bc100_k12", 64, (32, 32, 3)
+MEMORY_BUDGET = 1.5 * 2**30  # bytes a training step may add; for the depth sweep
+SWEEP_DEPTHS = range(40, 257, 24)  # DenseNet-BC depths 6n + 4
+
+
+def bench_memory(repeats=2, step_repeats=3):
+    """Memory-efficient vs plain DenseNet-BC-100 (k=12): peak training-step memory, each
+    measured in a fresh process (alternating), and step time in this process."""
+    from cnnbuilder.memory import peak_training_memory
+
+    peaks = {False: [], True: []}
+    for _ in range(repeats):
+        for efficient in (True, False):
+            peaks[efficient].append(peak_training_memory(
+                MEMORY_RECIPE, batch_size=MEMORY_BATCH, input_shape=MEMORY_SHAPE,
+                memory_efficient=efficient)["peak_bytes"])
+    plain_peak, efficient_peak = (statistics.median(peaks[False]),
+                                  statistics.median(peaks[True]))
+    keras.backend.clear_session()
+    steps = [_train_step_function(
+        cnnbuilder.build(MEMORY_RECIPE, input_shape=MEMORY_SHAPE, classes=10,
+                         memory_efficient=efficient), MEMORY_BATCH) for efficient in (True, False)]
+    efficient_time, plain_time = alternate(*steps, step_repeats)
+    where = f"`{MEMORY_RECIPE}`, batch {MEMORY_BATCH}, 32×32"
+    rows = [
+        Row(f"peak training-step memory, memory-efficient vs plain {where}",
+            efficient_peak / 2**20, plain_peak / 2**20, 0.6, unit="MiB"),
+        Row(f"training step time, memory-efficient vs plain {where}", efficient_time,
+            plain_time, 1.35),
+    ]
+    deepest = {efficient: _deepest_within_budget(efficient) for efficient in (True, False)}
+    rows.append(Row(f"deepest DenseNet-BC (k=12, batch {MEMORY_BATCH}, 32×32) whose training "
+                    f"step adds ≤ {MEMORY_BUDGET / 2**30:g} GiB, memory-efficient vs plain",
+                    deepest[True], deepest[False], 1.0, unit="depth", higher_is_better=True))
+    return rows
+
+
+def _deepest_within_budget(efficient: bool) -> int:
+    from cnnbuilder.memory import peak_training_memory
+
+    deepest = 0
+    for depth in SWEEP_DEPTHS:
+        peak = peak_training_memory(MEMORY_RECIPE, batch_size=MEMORY_BATCH, steps=1,
+                                    input_shape=MEMORY_SHAPE, depth=depth,
+                                    memory_efficient=efficient)["peak_bytes"]
+        print(f"  depth {depth}, memory_efficient={efficient}: {peak / 2**20:,.0f} MiB",
+              file=sys.stderr, flush=True)
+        if peak > MEMORY_BUDGET:
+            break
+        deepest = depth
+    return deepest
 
 
 SECTIONS = {"build": bench_build, "step": bench_step, "pipeline": bench_pipeline,
@@ -143,12 +217,9 @@ def main(argv=None) -> int:
     for section in args.sections:
         print(f"running {section} ...", file=sys.stderr, flush=True)
         rows += SECTIONS[section]()
-    lines = ["| measurement | cnnbuilder (s) | reference (s) | ratio | target |",
+    lines = ["| measurement | cnnbuilder | reference | ratio | target |",
              "| --- | ---: | ---: | ---: | ---: |"]
-    for label, mine, theirs, target in rows:
-        ratio = mine / theirs
-        verdict = "✓" if ratio <= target else "✗"
-        lines.append(f"| {label} | {mine:.4f} | {theirs:.4f} | {ratio:.3f} | ≤ {target:g} {verdict} |")
+    lines += [row.cells() for row in rows]
     table = "\n".join(lines)
     print(table)
     if not args.no_write:

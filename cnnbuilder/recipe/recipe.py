@@ -28,6 +28,9 @@ class Recipe:
             raise document.error(("name",), f"a recipe name must be an identifier, got {self.name!r}.")
         self.description: str = data.get("description", "")
         self.reference: str = data.get("reference", "")
+        for section in ("metadata", "training", "tune"):
+            if not isinstance(data.get(section) or {}, dict):
+                raise document.error((section,), f"expected a mapping, got {data[section]!r}.")
         # A child recipe removes an inherited entry by setting it to null.
         self.metadata: dict = {k: v for k, v in (data.get("metadata") or {}).items() if v is not None}
         self.training: dict = data.get("training") or {}
@@ -38,8 +41,6 @@ class Recipe:
 
     def _check_metadata(self) -> None:
         meta = self.metadata
-        if not isinstance(meta, dict):
-            raise self.document.error(("metadata",), f"expected a mapping, got {meta!r}.")
         for key, value in meta.items():
             expected = METADATA_KEYS.get(key)
             if expected is not None and not isinstance(value, expected):

@@ -188,11 +188,11 @@ def check_field(spec: Field, value: Any) -> str | None:
             return expected + " (non-negative)"
         return None
     elif kind == "activation":
-        if value not in ACTIVATIONS:
+        if not isinstance(value, str) or value not in ACTIVATIONS:
             return expected + f" (one of {', '.join(sorted(ACTIVATIONS))})" + did_you_mean(value, ACTIVATIONS)
         return None
     elif kind == "initializer":
-        if value not in INITIALIZERS:
+        if not isinstance(value, str) or value not in INITIALIZERS:
             return expected + f" (one of {', '.join(sorted(INITIALIZERS))})" + did_you_mean(value, INITIALIZERS)
         return None
     elif kind == "str":

@@ -1,0 +1,44 @@
+"""The benchmark tools measure what they claim: the memory probe sees what
+`memory_efficient` saves, and the GPU script runs its CPU path without TensorFlow."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cnnbuilder.memory import peak_training_memory
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_peak_training_memory_sees_the_memory_efficient_saving():
+    # DenseNet-BC-40 (k=12): 6 layers per block, batch 32 at 32×32.
+    plain, efficient = (peak_training_memory("densenet_bc100_k12", depth=40, batch_size=32,
+                                             steps=1, memory_efficient=flag)
+                        for flag in (False, True))
+    assert plain["params"] == efficient["params"]
+    assert 0 < efficient["peak_bytes"] < 0.8 * plain["peak_bytes"]
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_its_cpu_path_without_tensorflow(tmp_path):
+    blocker = tmp_path / "tensorflow"
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text("raise ImportError('TensorFlow is blocked here')\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), KERAS_BACKEND="jax")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--size", "32", "--batch", "2",
+         "--steps", "2", "--warmup", "1", "--models", "resnet20",
+         "--memory-recipe", "densenet_bc100_k12", "--memory-params", "depth=10"],
+        capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "JAX" in done.stdout and "Device cpu" in done.stdout
+    row = re.search(r"\| `resnet20` \| ([\d,.]+) \|", done.stdout)
+    assert row and float(row.group(1).replace(",", "")) > 0
+    assert "peak GPU memory of a training step, `densenet_bc100_k12`" in done.stdout

@@ -1,0 +1,270 @@
+"""`memory_efficient: true` dense blocks (Pleiss et al. 2017) compute what the plain build
+computes — outputs, gradients, BatchNorm statistics — while recomputing each layer's
+concatenation, BN, ReLU and 1×1 convolution in the backward pass."""
+
+from __future__ import annotations
+
+import copy
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cnnbuilder
+from cnnbuilder.errors import RecipeError
+from cnnbuilder.layers import DenseLayerBottleneck
+from cnnbuilder.weights import transfer_weights
+
+# A small DenseNet-BC: 3×3 stem, three dense blocks of two layers (k = 12) with transitions.
+RECIPE = {
+    "name": "tiny_densenet_bc",
+    "description": "a small DenseNet-BC for tests",
+    "metadata": {"input_shape": [32, 32, 3], "classes": 10},
+    "params": {"layers": 2, "growth_rate": 12, "bottleneck": True, "memory_efficient": False},
+    "defaults": {
+        "conv": {"use_bias": False, "kernel_initializer": "he_normal"},
+        "bn": {"epsilon": 1.0e-5, "momentum": 0.9},
+        "dense": {"layers": "${layers}", "growth_rate": "${growth_rate}", "bn_size": 4,
+                  "bottleneck": "${bottleneck}", "memory_efficient": "${memory_efficient}"},
+        "transition": {"compression": 0.5},
+    },
+    "stem": [{"conv": {"filters": "${2 * growth_rate}", "kernel": 3}}],
+    "stages": [
+        {"name": "block1", "blocks": ["dense", "transition"]},
+        {"name": "block2", "blocks": ["dense", "transition"]},
+        {"name": "block3", "blocks": ["dense", "bn", {"activation": "relu"}]},
+    ],
+    "head": [{"global_pool": "avg"},
+             {"fc": {"units": "${classes}", "activation": "${classifier_activation}"}}],
+}
+DENSE_LAYERS = 3 * 2
+
+
+def no_bottleneck_recipe() -> dict:
+    """DenseNet without the 1×1 bottleneck, with PyTorch-style explicit padding."""
+    recipe = copy.deepcopy(RECIPE)
+    recipe["params"]["bottleneck"] = False
+    recipe["defaults"]["conv"]["padding"] = "symmetric"
+    return recipe
+
+
+VARIANTS = {"bc": RECIPE, "no_bottleneck_symmetric": no_bottleneck_recipe()}
+
+
+def build_pair(recipe=RECIPE, **kwargs):
+    """(plain, efficient) builds of `recipe` with equal, random weights and BN statistics."""
+    keras.utils.set_random_seed(0)
+    plain = cnnbuilder.build(recipe, **kwargs)
+    efficient = cnnbuilder.build(recipe, memory_efficient=True, **kwargs)
+    randomize(plain)
+    # The efficient layer's weights come in the plain order (BN then conv), so the plain
+    # model's weight list fits as is.
+    efficient.set_weights(plain.get_weights())
+    return plain, efficient
+
+
+def randomize(model: keras.Model, seed: int = 1) -> None:
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        shape, name = tuple(weight.shape), weight.path.split("/")[-1]
+        if name in ("moving_variance", "gamma"):
+            value = rng.uniform(0.5, 1.5, shape)
+        elif name in ("moving_mean", "beta", "bias"):
+            value = rng.normal(0.0, 0.1, shape)
+        else:
+            fan_in = np.prod(shape[:-1]) if len(shape) > 1 else 1
+            value = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+        weight.assign(value.astype("float32"))
+
+
+def data(n=8):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, 32, 32, 3)).astype("float32"), np.arange(n) % 10
+
+
+def statistics(model):
+    """BatchNorm moving statistics in graph order (names differ between the builds)."""
+    return [w.numpy() for w in model.weights if not w.trainable]
+
+
+def test_recipe_param_builds_recomputed_layers():
+    plain, efficient = build_pair()
+    bottlenecks = [l for l in efficient.layers if isinstance(l, DenseLayerBottleneck)]
+    assert len(bottlenecks) == DENSE_LAYERS
+    assert not [l for l in plain.layers if isinstance(l, DenseLayerBottleneck)]
+    # One concatenation per block instead of one per layer.
+    concats = [l for l in efficient.layers if isinstance(l, keras.layers.Concatenate)]
+    assert len(concats) == 3
+    assert efficient.count_params() == plain.count_params()
+    assert [tuple(w.shape) for w in efficient.weights] == [tuple(w.shape) for w in plain.weights]
+    assert efficient.output_shape == plain.output_shape == (None, 10)
+
+
+def test_memory_efficient_must_be_a_bool():
+    with pytest.raises(RecipeError, match="memory_efficient"):
+        cnnbuilder.build(RECIPE, memory_efficient="yes")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_same_outputs_as_plain_build(variant):
+    plain, efficient = build_pair(VARIANTS[variant])
+    x, _ = data()
+    for training in (False, True):
+        np.testing.assert_allclose(np.asarray(efficient(x, training=training)),
+                                   np.asarray(plain(x, training=training)), rtol=1e-5, atol=1e-6)
+
+
+def _gradients(model, x, y, compiled):
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        return loss, tape.gradient(loss, model.trainable_weights)
+
+    loss, grads = (tf.function(step) if compiled else step)(x, y)
+    return float(loss), [np.asarray(g) for g in grads]
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["tf_function", "eager"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gradients_equal_plain_build(variant, compiled):
+    plain, efficient = build_pair(VARIANTS[variant], classifier_activation=None)
+    x, y = data()
+    loss_p, grads_p = _gradients(plain, x, y, compiled)
+    loss_e, grads_e = _gradients(efficient, x, y, compiled)
+    assert loss_e == pytest.approx(loss_p, rel=1e-5)
+    assert len(grads_e) == len(grads_p) == len(plain.trainable_weights)
+    for weight, gp, ge in zip(plain.trainable_weights, grads_p, grads_e):
+        assert gp.shape == ge.shape, weight.path
+        scale = np.max(np.abs(gp))
+        assert scale > 0, weight.path
+        assert np.max(np.abs(ge - gp)) <= 1e-4 * scale, weight.path
+
+
+def test_backward_pass_recomputes_the_layer():
+    """BN of each DenseLayerBottleneck runs once forward and once more in the backward pass
+    (without recomputation it would run once)."""
+    _, efficient = build_pair()
+    layer = next(l for l in efficient.layers if isinstance(l, DenseLayerBottleneck))
+    calls = []
+    original = layer.norm.call
+
+    def counting_call(*args, **kwargs):
+        calls.append(kwargs.get("training"))
+        return original(*args, **kwargs)
+
+    layer.norm.call = counting_call
+    try:
+        x, _ = data(4)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(efficient(x, training=True))
+        assert len(calls) == 1
+        tape.gradient(loss, efficient.trainable_weights)
+        assert calls == [True, True]
+    finally:
+        layer.norm.call = original
+
+
+def test_batchnorm_statistics_are_updated_once_per_step():
+    plain, efficient = build_pair()
+    before = statistics(plain)
+    for b_p, b_e in zip(before, statistics(efficient)):
+        np.testing.assert_array_equal(b_e, b_p)
+    x, y = data()
+    for model in (plain, efficient):
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+        model.train_on_batch(x, y)
+    after_p, after_e = statistics(plain), statistics(efficient)
+    assert all(np.max(np.abs(a - b)) > 1e-4 for a, b in zip(after_p, before))  # they moved
+    for a_p, a_e in zip(after_p, after_e):
+        np.testing.assert_allclose(a_e, a_p, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_compiled_fit_matches_plain_build(jit_compile):
+    plain, efficient = build_pair()
+    x, y = data()
+    histories = []
+    for model in (plain, efficient):
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                      loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+        history = model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+        assert not model.run_eagerly
+        histories.append(history.history["loss"])
+    assert np.all(np.isfinite(histories[1]))
+    np.testing.assert_allclose(histories[1], histories[0], rtol=1e-4)
+    # XLA fuses the two graphs differently, and two epochs of SGD with momentum amplify
+    # float32 rounding: the plain build alone, compiled with XLA, ends 3e-5 (absolute) away
+    # from itself compiled without it. Hold the memory-efficient build to that same noise.
+    atol = 1e-4 if jit_compile else 1e-5
+    np.testing.assert_allclose(efficient.predict(x, verbose=0), plain.predict(x, verbose=0),
+                               rtol=1e-4, atol=atol)
+
+
+def test_keras_file_round_trip(tmp_path):
+    _, efficient = build_pair()
+    x, y = data()
+    efficient.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    efficient.train_on_batch(x, y)
+    path = tmp_path / "efficient.keras"
+    efficient.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert len([l for l in loaded.layers if isinstance(l, DenseLayerBottleneck)]) == DENSE_LAYERS
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(efficient(x)))
+    np.testing.assert_array_equal(np.asarray(loaded(x, training=True)),
+                                  np.asarray(efficient(x, training=True)))
+    assert [l.name for l in loaded.layers] == [l.name for l in efficient.layers]
+
+
+@pytest.mark.parametrize("direction", ["plain_to_efficient", "efficient_to_plain"])
+def test_transfer_weights_between_builds(direction):
+    keras.utils.set_random_seed(0)
+    plain = cnnbuilder.build(RECIPE)
+    efficient = cnnbuilder.build(RECIPE, memory_efficient=True)
+    source, target = (plain, efficient) if direction == "plain_to_efficient" else (efficient, plain)
+    randomize(source, seed=3)
+    transfer_weights(source, target)
+    x, _ = data()
+    np.testing.assert_allclose(np.asarray(target(x)), np.asarray(source(x)), rtol=1e-5, atol=1e-6)
+    for w_s, w_t in zip(source.weights, target.weights):
+        np.testing.assert_array_equal(w_t.numpy(), w_s.numpy())
+
+
+JAX_CHECK = """
+import json, sys
+import keras, numpy as np
+sys.path.insert(0, sys.argv[1])
+from test_memory_efficient import RECIPE, build_pair, data, statistics
+assert keras.backend.backend() == "jax"
+plain, efficient = build_pair()
+x, y = data()
+grads, stats = [], []
+for model in (plain, efficient):
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy",
+                  jit_compile=True)
+    model.train_on_batch(x, y)
+    stats.append(statistics(model))
+    grads.append([w.numpy() for w in model.trainable_weights])  # weights after one SGD step
+worst = max(float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
+            for pair in (grads, stats) for a, b in zip(*pair))
+print(json.dumps({"worst": worst}))
+"""
+
+
+@pytest.mark.slow
+def test_compiled_training_step_matches_plain_build_on_jax():
+    """The same layer on the JAX backend (`jax.checkpoint`): one jit-compiled SGD step
+    leaves the same weights and BatchNorm statistics as the plain build."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    done = subprocess.run([sys.executable, "-c", JAX_CHECK, str(Path(__file__).parent)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["worst"] <= 1e-4
