@@ -5,7 +5,10 @@ median of each side and the ratio of the medians, so drifts of the machine hit b
 alike. Results are printed as one table and written to benchmarks/results.md.
 
     make bench                       # everything
-    python benchmarks/run.py build   # only some sections: build, step, pipeline, memory
+    python benchmarks/run.py build   # only some sections: build, step, pipeline, train, memory
+
+Peak memory cannot be alternated inside one process (a peak only grows): each memory
+figure comes from a fresh process (`cnnbuilder.memory`), the two sides alternating.
 """
 
 from __future__ import annotations
@@ -145,6 +148,41 @@ def bench_pipeline(repeats=5):
                 images / pipe, images / train, 10.0, unit="images/s", higher_is_better=True)]
 
 
+def bench_train(epochs=20):
+    """`cnnbuilder train resnet20 --dataset digits` (its recipe's SGD + Nesterov, step
+    schedule, translation augmentation, per-epoch checkpoints) against plain `model.fit` of
+    the same network on the same arrays (SGD + Nesterov, cosine schedule, no augmentation,
+    no callbacks). One run each: 20 epochs take minutes."""
+    import tempfile
+
+    from cnnbuilder.data import load_dataset, to_model_input
+
+    with tempfile.TemporaryDirectory() as directory:
+        keras.backend.clear_session()
+        ours = cnnbuilder.train("resnet20", "digits", output=directory, epochs=epochs,
+                                verbose=0).metrics
+    data = load_dataset("digits")
+    shape, batch = (32, 32, 3), 128
+    x_train, y_train = to_model_input(data.train[0], shape), data.train[1]
+    x_val, y_val = to_model_input(data.validation[0], shape), data.validation[1]
+    x_test, y_test = to_model_input(data.test[0], shape), data.test[1]
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    model = cnnbuilder.build("resnet20", classes=10)
+    steps = epochs * -(-len(y_train) // batch)
+    model.compile(optimizer=keras.optimizers.SGD(
+        keras.optimizers.schedules.CosineDecay(0.1, steps), momentum=0.9, nesterov=True),
+        loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    start = time.perf_counter()
+    model.fit(x_train, y_train, batch_size=batch, epochs=epochs,
+              validation_data=(x_val, y_val), verbose=0)
+    plain_seconds = time.perf_counter() - start
+    _, plain_accuracy = model.evaluate(x_test, y_test, verbose=0)
+    return [Row(f"train `resnet20` on digits, {epochs} epochs: `cnnbuilder.train` (test "
+                f"accuracy {ours['test_accuracy']:.4f}) vs plain `model.fit` (test accuracy "
+                f"{plain_accuracy:.4f})", ours["seconds"], plain_seconds, 1.10)]
+
+
 MEMORY_RECIPE, MEMORY_BATCH, MEMORY_SHAPE = "densenet_bc100_k12", 64, (32, 32, 3)
 MEMORY_BUDGET = 1.5 * 2**30  # bytes a training step may add; for the depth sweep
 SWEEP_DEPTHS = range(40, 257, 24)  # DenseNet-BC depths 6n + 4
@@ -199,7 +237,7 @@ def _deepest_within_budget(efficient: bool) -> int:
 
 
 SECTIONS = {"build": bench_build, "step": bench_step, "pipeline": bench_pipeline,
-            "memory": bench_memory}
+            "train": bench_train, "memory": bench_memory}
 
 
 def machine() -> str:

@@ -1,20 +1,20 @@
 """Pictures people would rather look at than read: training history, tuning results,
-architecture diagrams. Matplotlib with the Agg backend (no display needed)."""
+architecture diagrams. Figures drawn straight to files (no display, no pyplot state)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+# A Figure of its own, not pyplot: drawing a file must neither need a display nor switch
+# the backend of a notebook or application that imported cnnbuilder.
+from matplotlib.figure import Figure
 
 
 def plot_history(rows: list[dict], path, *, title: str = "") -> Path:
     """Loss and accuracy per epoch, training against validation."""
     epochs = [int(r["epoch"]) for r in rows]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    figure = Figure(figsize=(10, 4), constrained_layout=True)
+    axes = figure.subplots(1, 2)
     for axis, metric in zip(axes, ("loss", "accuracy")):
         for prefix, label, style in (("", "training", "-"), ("val_", "validation", "--")):
             key = prefix + metric
@@ -29,5 +29,4 @@ def plot_history(rows: list[dict], path, *, title: str = "") -> Path:
         figure.suptitle(title)
     path = Path(path)
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path

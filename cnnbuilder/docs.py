@@ -1,0 +1,368 @@
+"""Generate the registry-driven parts of the recipe-language reference (`docs/recipes.md`).
+
+The reference is hand-written prose with generated sections between marker comments::
+
+    <!-- generated:blocks start -->
+    ...  (written by this module: do not edit by hand)
+    <!-- generated:blocks end -->
+
+Every generated section is rendered from the code the recipe resolver itself uses — the
+block vocabulary (`cnnbuilder.recipe.vocabulary.BLOCKS`, each field with its type, default
+and description), the expression functions, the top-level keys, the metadata keys, the
+training settings and the `tune:` forms — so the reference cannot drift from the
+language: `tests/test_docs.py` fails when the committed file differs from what this module
+renders.
+
+    python -m cnnbuilder.docs            # rewrite the generated sections of docs/recipes.md
+    python -m cnnbuilder.docs --check    # exit 1 (and name them) if any section is stale
+    python -m cnnbuilder.docs --print blocks   # print one section
+
+Pure Python: importing this module does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import fields as dataclass_fields
+from pathlib import Path
+
+from cnnbuilder.recipe.document import TOP_LEVEL_KEYS
+from cnnbuilder.recipe.expressions import FUNCTIONS
+from cnnbuilder.recipe.recipe import METADATA_KEYS
+from cnnbuilder.recipe.resolve import BUILD_NAMES, RESERVED_NAMES
+from cnnbuilder.recipe.vocabulary import (
+    ACTIVATIONS,
+    BLOCKS,
+    COMMON_FIELDS,
+    INITIALIZERS,
+    BlockSpec,
+    Field,
+)
+from cnnbuilder.training_config import _CHECKS as TRAINING_CHECKS
+from cnnbuilder.training_config import TrainingConfig
+from cnnbuilder.tuning_space import KINDS, OPTIONS, UNTUNABLE_TRAINING
+
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "docs" / "recipes.md"
+MARKER = re.compile(
+    r"(<!-- generated:(?P<name>[a-z_]+) start -->\n)(?P<body>.*?)(<!-- generated:(?P=name) end -->)",
+    re.DOTALL,
+)
+
+FAMILIES = {
+    "basic": ("Primitives", "One Keras layer each (a convolution may bring its own padding layer)."),
+    "residual": (
+        "Residual units (ResNet, ResNet v2, ResNeXt, wide ResNets, plain networks)",
+        "Each unit is a composite block: its layers are named `<stage>_block<k>_...`.",
+    ),
+    "dense": (
+        "DenseNet blocks",
+        "Composite blocks named `<stage>_block<k>_...`; a dense block's layers are "
+        "`<stage>_block<k>_layer<i>_...`.",
+    ),
+    "inception": ("Inception (GoogLeNet)", "A composite block named `<stage>_block<k>_...`."),
+}
+
+# Descriptions of the registries that carry none of their own. The generator refuses to
+# render when a key is missing here, so a new key cannot go undocumented.
+TOP_LEVEL_DOCS = {
+    "name": "The model's name (an identifier; default `model`). Becomes the Keras model name.",
+    "description": "One line saying what the network is.",
+    "reference": "The paper and the table or figure the recipe follows.",
+    "metadata": "Facts about the recipe: expected parameter count, default input shape, classes, "
+                "where the numbers come from (see [metadata](#metadata)).",
+    "extends": "A shipped recipe name or a path to a `.yaml` file (relative to this file) to "
+               "inherit from (see [extends](#extends-inheriting-and-overriding)).",
+    "params": "Named values the rest of the recipe refers to with `${...}`; overridable by "
+              "`build(..., name=value)`, `train(params=...)` and `--set name=value`.",
+    "defaults": "Per-block-type field defaults and layer settings for the whole recipe "
+                "(see [defaults](#defaults)).",
+    "stem": "A list of blocks applied first (stage name `stem`).",
+    "stages": "A list of stages, each `{name, blocks, repeat}`.",
+    "head": "A list of blocks applied last (stage name `head`); left out with `include_top=False`.",
+    "tune": "The search space of `cnnbuilder tune` over params and training settings "
+            "(see [tune](#tune-search-spaces)).",
+    "training": "The paper's optimizer, schedule, batch size and augmentation "
+                "(see [training](#training-settings)).",
+}
+METADATA_DOCS = {
+    "family": "Groups recipes in `cnnbuilder list` (e.g. `resnet_cifar`, `densenet`).",
+    "params": "Expected parameter count of the default build (checked by the zoo tests).",
+    "trainable_params": "Expected trainable parameter count (papers often quote this one).",
+    "input_shape": "Default `[height, width, channels]` when `build` gets none; default (224, 224, 3).",
+    "classes": "Default number of classes when `build` gets none; default 1000.",
+    "source": "Where `params` (and other numbers) come from.",
+    "keras_application": "The `keras.applications` constructor this recipe reproduces.",
+    "keras_weights": "Weight file names (`top`, `notop`) of that application, for `weights=\"imagenet\"`.",
+    "macs": "Expected multiply-adds per image.",
+    "min_input": "Smallest height and width `build` accepts (as `keras.applications`).",
+    "notes": "Free text: deviations from the paper, implementation choices.",
+}
+FUNCTION_DOCS = {
+    "min": "`min(a, b, ...)` or `min(list)`",
+    "max": "`max(a, b, ...)` or `max(list)`",
+    "int": "`int(x)`: truncate to an integer",
+    "float": "`float(x)`",
+    "round": "`round(x)` or `round(x, digits)`",
+    "len": "`len(list)`",
+    "sum": "`sum(list)`",
+    "floor": "`floor(x)`: largest integer <= x",
+    "ceil": "`ceil(x)`: smallest integer >= x",
+    "error": "`error('message')`: reject the params with the recipe author's message "
+             "(the error adds the values of the names the expression uses)",
+}
+TRAINING_DOCS = {
+    "optimizer": "Optimizer.",
+    "learning_rate": "Initial (peak) learning rate.",
+    "momentum": "Momentum of `sgd` and `rmsprop`.",
+    "nesterov": "Nesterov momentum for `sgd`.",
+    "weight_decay": "Decoupled weight decay (0 turns it off).",
+    "schedule": "`cosine` decay to 0 over the run, `step` (multiply by `step_factor` at each "
+                "`step_at` fraction of the run) or `constant`.",
+    "step_at": "Fractions of the run at which a `step` schedule decays.",
+    "step_factor": "Factor a `step` schedule multiplies the rate by.",
+    "warmup_epochs": "Epochs of linear warm-up (cosine schedule).",
+    "batch_size": "Batch size.",
+    "epochs": "Epochs (the paper's; `--epochs` overrides it).",
+    "label_smoothing": "Label smoothing of the cross-entropy.",
+    "augment": "Training augmentation: `crop` (pad 4 and random crop), `flip` (horizontal), "
+               "`translate` (random shift). `digits` always uses `[translate]`, since flips "
+               "turn digits into other symbols.",
+}
+TUNE_FORM_DOCS = {
+    "choice": ("`{choice: [a, b, ...]}`", "one of the listed values (numbers, booleans, strings or lists)"),
+    "int": ("`{int: [low, high]}`", "integers from low to high, both included"),
+    "float": ("`{float: [low, high]}`", "numbers in [low, high]"),
+}
+TUNE_OPTION_DOCS = {
+    "step": "grid step (`int`, `float`)",
+    "log": "`true`: sample uniformly in log space (`int`, `float`; not with `step`; low > 0)",
+    "default": "the value a tuner tries first (must be a value of the range or list)",
+}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _code(value) -> str:
+    """A value as YAML writes it, in backticks."""
+    if value is None:
+        return "`null`"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, (list, tuple)):
+        return "`[" + ", ".join(_plain(v) for v in value) + "]`"
+    return f"`{_plain(value)}`"
+
+
+def _plain(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _missing(registry, docs: dict, what: str) -> None:
+    missing = [k for k in registry if k not in docs]
+    extra = [k for k in docs if k not in registry]
+    if missing or extra:
+        raise RuntimeError(
+            f"cnnbuilder.docs: the {what} descriptions are out of date "
+            f"(undocumented: {missing or 'none'}; no longer exist: {extra or 'none'})."
+        )
+
+
+def field_default(spec: Field) -> str:
+    return "required" if spec.required else _code(spec.default)
+
+
+def field_row(spec: Field) -> list[str]:
+    return [f"`{spec.name}`", spec.describe_type(), field_default(spec), spec.doc]
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def render_block(spec: BlockSpec) -> str:
+    parts = [f"#### `{spec.name}`", "", spec.doc, ""]
+    forms = []
+    required = [f for f in spec.fields if f.required]
+    if not required:
+        forms.append(f"`- {spec.name}` (all defaults)")
+    if spec.shorthand:
+        example = next(f for f in spec.fields if f.name == spec.shorthand)
+        forms.append(f"`- {spec.name}: VALUE` sets `{example.name}`")
+    forms.append(f"`- {spec.name}: {{field: value, ...}}`")
+    naming = (f"`<stage>_block<k>`" if spec.composite else f"`<stage>_{spec.name}<k>`")
+    parts.append("Written as " + "; ".join(forms) + f". Layers are named {naming}.")
+    parts.append("")
+    if spec.fields:
+        parts.append(_table(["field", "type", "default", "description"],
+                            [field_row(f) for f in spec.fields]))
+    else:
+        parts.append("No fields besides `name` and `repeat`.")
+    return "\n".join(parts)
+
+
+def render_blocks() -> str:
+    out = []
+    families = {}
+    for spec in BLOCKS.values():
+        families.setdefault(spec.family, []).append(spec)
+    _missing(families, FAMILIES, "block family")
+    summary = [[f"[`{s.name}`](#{s.name})", FAMILIES[s.family][0].split(" (")[0], s.doc]
+               for s in BLOCKS.values()]
+    out.append(_table(["block", "family", "what it is"], summary))
+    out.append("")
+    out.append("Every block also takes these fields:")
+    out.append("")
+    out.append(_table(["field", "type", "default", "description"],
+                      [field_row(f) for f in COMMON_FIELDS]))
+    for family, specs in families.items():
+        title, text = FAMILIES[family]
+        out += ["", f"### {title}", "", text]
+        for spec in specs:
+            out += ["", render_block(spec)]
+    return "\n".join(out)
+
+
+def render_top_level() -> str:
+    _missing(TOP_LEVEL_KEYS, TOP_LEVEL_DOCS, "top-level key")
+    return _table(["key", "meaning"], [[f"`{k}`", TOP_LEVEL_DOCS[k]] for k in TOP_LEVEL_KEYS])
+
+
+def render_metadata() -> str:
+    _missing(METADATA_KEYS, METADATA_DOCS, "metadata key")
+    def type_name(t):
+        types = t if isinstance(t, tuple) else (t,)
+        names = {int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}
+        return " or ".join(names.get(x, x.__name__) for x in types)
+    return _table(["key", "type", "meaning"],
+                  [[f"`{k}`", type_name(t), METADATA_DOCS[k]] for k, t in METADATA_KEYS.items()])
+
+
+def render_functions() -> str:
+    _missing(FUNCTIONS, FUNCTION_DOCS, "expression function")
+    return _table(["function", "meaning"], [[f"`{k}`", FUNCTION_DOCS[k]] for k in FUNCTIONS])
+
+
+def render_names() -> str:
+    return "\n".join([
+        "Names every expression may use besides the recipe's params (the arguments of `build`): "
+        + ", ".join(f"`{n}`" for n in BUILD_NAMES) + ".",
+        "",
+        "Param names must be identifiers other than the `build()` arguments: "
+        + ", ".join(f"`{n}`" for n in RESERVED_NAMES) + ".",
+    ])
+
+
+def render_training() -> str:
+    settings = [f.name for f in dataclass_fields(TrainingConfig)]
+    _missing(settings, TRAINING_DOCS, "training setting")
+    defaults = TrainingConfig().to_dict()
+    rows = [[f"`{name}`", TRAINING_CHECKS[name][1], _code(defaults[name]), TRAINING_DOCS[name]]
+            for name in settings]
+    return _table(["setting", "type", "default", "meaning"], rows)
+
+
+def render_tune() -> str:
+    _missing(KINDS, TUNE_FORM_DOCS, "tune form")
+    options = sorted({o for opts in OPTIONS.values() for o in opts})
+    _missing(options, TUNE_OPTION_DOCS, "tune option")
+    rows = [[TUNE_FORM_DOCS[k][0], TUNE_FORM_DOCS[k][1], ", ".join(f"`{o}`" for o in OPTIONS[k])]
+            for k in KINDS]
+    table = _table(["form", "values", "optional keys"], rows)
+    option_rows = [[f"`{o}`", TUNE_OPTION_DOCS[o]] for o in options]
+    untunable = "; ".join(f"`{k}`: {v}" for k, v in UNTUNABLE_TRAINING.items())
+    return "\n".join([table, "", _table(["option", "meaning"], option_rows), "",
+                      f"Not tunable: {untunable}."])
+
+
+def render_layer_names() -> str:
+    return "\n".join([
+        "Activation names: " + ", ".join(f"`{a}`" for a in sorted(ACTIVATIONS)) + ".",
+        "",
+        "Initializer names: " + ", ".join(f"`{i}`" for i in sorted(INITIALIZERS)) + ".",
+    ])
+
+
+SECTIONS = {
+    "top_level": render_top_level,
+    "metadata": render_metadata,
+    "functions": render_functions,
+    "names": render_names,
+    "blocks": render_blocks,
+    "layer_names": render_layer_names,
+    "training": render_training,
+    "tune": render_tune,
+}
+
+
+# ----------------------------------------------------------------------------- the file
+
+
+def sections_in(text: str) -> dict[str, str]:
+    """{name: body} of the generated sections of a document."""
+    return {m.group("name"): m.group("body") for m in MARKER.finditer(text)}
+
+
+def update(text: str) -> str:
+    """`text` with every generated section re-rendered; raises on an unknown section."""
+    def replace(match):
+        name = match.group("name")
+        if name not in SECTIONS:
+            raise KeyError(f"unknown generated section {name!r} (known: {', '.join(SECTIONS)})")
+        return match.group(1) + SECTIONS[name]() + "\n" + match.group(4)
+
+    return MARKER.sub(replace, text)
+
+
+def stale_sections(text: str) -> list[str]:
+    """Names of the sections that differ from what the registry renders, plus those missing."""
+    found = sections_in(text)
+    stale = [name for name, body in found.items() if SECTIONS.get(name, lambda: None)() != body.rstrip("\n")]
+    return stale + [name for name in SECTIONS if name not in found]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Regenerate the generated sections of docs/recipes.md.")
+    parser.add_argument("path", nargs="?", default=str(DEFAULT_PATH))
+    parser.add_argument("--check", action="store_true", help="exit 1 if a section is stale")
+    parser.add_argument("--print", dest="section", choices=list(SECTIONS), help="print one section")
+    args = parser.parse_args(argv)
+    if args.section:
+        print(SECTIONS[args.section]())
+        return 0
+    path = Path(args.path)
+    text = path.read_text(encoding="utf-8")
+    if args.check:
+        stale = stale_sections(text)
+        if stale:
+            print(f"{path}: stale generated sections: {', '.join(stale)}; run "
+                  "`python -m cnnbuilder.docs`.", file=sys.stderr)
+            return 1
+        return 0
+    new = update(text)
+    missing = [name for name in SECTIONS if name not in sections_in(new)]
+    if missing:
+        print(f"{path}: no markers for sections {', '.join(missing)}", file=sys.stderr)
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+        print(f"updated {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
