@@ -81,15 +81,30 @@ def apply_plan(plan: Plan, x):
 
 
 def stage_outputs(model: keras.Model) -> list[dict]:
-    """Name, channels and stride of each output of a `features_only=True` model."""
-    input_size = model.inputs[0].shape[1]
+    """Name, channels and stride of each output of a `features_only=True` model.
+
+    The stride is the product of the convolution and pooling strides between the input and
+    the output (4, 8, 16, 32 for a ResNet-50), as timm's `feature_info` reports it; it does
+    not depend on the input size, and valid padding does not change it.
+    """
+    strides = layer_strides(model)
     info = []
     for tensor in model.outputs:
-        size = tensor.shape[1]
-        stride = input_size // size if input_size and size else None
-        info.append({"name": tensor._keras_history.operation.name, "channels": tensor.shape[-1],
-                     "stride": stride})
+        name = tensor._keras_history.operation.name
+        info.append({"name": name, "channels": tensor.shape[-1], "stride": strides.get(name)})
     return info
+
+
+def layer_strides(model: keras.Model) -> dict[str, int]:
+    """Cumulative stride of every layer's output, by layer name."""
+    strides: dict[str, int] = {}
+    for layer in model.layers:  # functional models list their layers in topological order
+        inbound = [strides.get(t._keras_history.operation.name, 1)
+                   for node in layer._inbound_nodes for t in node.input_tensors]
+        own = getattr(layer, "strides", None)
+        own = own[0] if isinstance(own, (tuple, list)) and own else (own if isinstance(own, int) else 1)
+        strides[layer.name] = max(inbound, default=1) * own
+    return strides
 
 
 def _check_arguments(recipe: Recipe, include_top, weights, pooling, classes, activation):

@@ -54,10 +54,12 @@ def summarize(model: keras.Model, plan: Plan) -> list[StageSummary]:
     stages: dict[str, StageSummary] = {}
     for step in plan.steps:
         summary = stages.setdefault(step.stage, StageSummary(step.stage))
-        if summary.blocks and summary.blocks[-1][0] == step.block:
-            summary.blocks[-1] = (step.block, summary.blocks[-1][1] + 1)
+        # A dense block is one step of many layers: say how many.
+        label = f"dense ({step.fields['layers']} layers)" if step.block == "dense" else step.block
+        if summary.blocks and summary.blocks[-1][0] == label:
+            summary.blocks[-1] = (label, summary.blocks[-1][1] + 1)
         else:
-            summary.blocks.append((step.block, 1))
+            summary.blocks.append((label, 1))
         summary.output_shape = step.output_shape
     names = list(stage_of_step)
     for layer in model.layers:
