@@ -24,6 +24,11 @@ demo: $(STAMP)
 	$(BIN)/cnnbuilder export $(DEMO)/resnet20 --output saved_models/digits/1 --force
 	$(BIN)/python -m cnnbuilder.demo samples $(DEMO)/samples 5 > /dev/null
 	$(BIN)/cnnbuilder predict saved_models/digits/1 $(DEMO)/samples/*.png --top-k 3
+	@# A short search over DenseNet-BC's growth rate (its recipe's tune: section) at depth 16;
+	@# --max-params skips the largest growth rate untrained. About a minute on 2 cores.
+	$(BIN)/cnnbuilder tune densenet_bc100_k12 --dataset digits --set depth=16 --input-shape 16,16,3 \
+		--max-trials 4 --epochs 2 --batch-size 64 --max-params 100000 --output $(DEMO)/tune --overwrite
+	@echo "search results: $(DEMO)/tune/tuning.json, $(DEMO)/tune/tuning.png"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -58,22 +58,33 @@ def cmd_list(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from cnnbuilder.units import format_count
+    from cnnbuilder.units import format_count, short_reference
     from cnnbuilder.zoo import list_recipes, load_recipe
 
     names = list_recipes(args.pattern)
     if not names:
         raise UsageError(f"no recipe matches {args.pattern!r}; `cnnbuilder list` shows them all.")
-    table = Table(show_edge=False, box=None, pad_edge=False)
-    for column in ("recipe", "family", "params", "input", "reference"):
-        table.add_column(column, no_wrap=column != "reference", justify="right" if column == "params" else "left")
+    rows = []
     for name in names:
         recipe = load_recipe(name)
         params = recipe.metadata.get("params")
         shape = "×".join(str(d) for d in recipe.default_input_shape)
-        reference = recipe.reference.split(".")[0] if recipe.reference else ""
-        table.add_row(name, recipe.family, format_count(params) if params else "?", shape, reference)
-    Console(width=max(120, 0)).print(table)
+        rows.append((name, recipe.family, format_count(params) if params else "?", shape,
+                     short_reference(recipe.reference)))
+    # One line per recipe: the short columns keep their width, a long reference is cut
+    # with an ellipsis, never wrapped.
+    console_width = 120
+    columns = ("recipe", "family", "params", "input", "reference")
+    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
+    room = console_width - sum(widths[:-1]) - 2 * (len(columns) - 1) - 1
+    table = Table(show_edge=False, box=None, pad_edge=False)
+    for column, width in zip(columns, widths):
+        table.add_column(column, no_wrap=True, min_width=min(width, room) if column == "reference" else width,
+                         justify="right" if column == "params" else "left")
+    for row in rows:
+        reference = row[-1] if len(row[-1]) <= room else row[-1][: room - 1] + "…"
+        table.add_row(*row[:-1], reference)
+    Console(width=console_width).print(table)
     return 0
 
 
@@ -89,8 +100,18 @@ def cmd_show(args) -> int:
     overrides = parse_assignments(args.set)
     shape = parse_shape(args.input_shape)
     plan = recipe.plan(input_shape=shape, classes=args.classes, **overrides)
+    if args.plot:
+        from cnnbuilder.diagram import check_image_path
+
+        check_image_path(args.plot)  # before the (slow) build
     model = build(recipe, input_shape=shape, classes=args.classes, **overrides)
     stages = summarize(model, plan)
+    # Multiply-adds need a fixed input size (`--input-shape none,none,3` leaves them unknown).
+    sized = all(d is not None for d in plan.input_shape[:2])
+
+    def macs(value):
+        return format_count(value) if sized else "?"
+
     table = Table(title=f"{model.name} — {recipe.reference or recipe.description}", title_justify="left")
     table.add_column("stage")
     table.add_column("blocks")
@@ -98,19 +119,19 @@ def cmd_show(args) -> int:
     table.add_column("params", justify="right")
     table.add_column("mult-adds", justify="right")
     for stage in stages:
-        table.add_row(stage.name, stage.blocks_text, "×".join(map(str, stage.output_shape)),
-                      f"{stage.params:,}", format_count(stage.macs))
+        table.add_row(stage.name, stage.blocks_text, "×".join("?" if d is None else str(d) for d in stage.output_shape),
+                      f"{stage.params:,}", macs(stage.macs))
     total_params = sum(s.params for s in stages)
     total_macs = sum(s.macs for s in stages)
     table.add_section()
-    table.add_row("total", f"{len(model.layers)} layers", "", f"{total_params:,}", format_count(total_macs))
+    table.add_row("total", f"{len(model.layers)} layers", "", f"{total_params:,}", macs(total_macs))
     console = Console(width=120)
     console.print(table)
     trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
     console.print(f"input {plan.input_shape}, params {total_params:,} (trainable {trainable:,}), "
-                  f"multiply-adds {format_count(total_macs)} per image")
+                  f"multiply-adds {macs(total_macs)} per image")
     if args.plot:
-        from cnnbuilder.plots import plot_architecture
+        from cnnbuilder.diagram import plot_architecture
 
         path = plot_architecture(plan, stages, args.plot, title=model.name)
         console.print(f"architecture diagram written to {path}")
@@ -156,6 +177,37 @@ def cmd_train(args) -> int:
           f"after {metrics['epochs_run']} epochs ({metrics['seconds']:.0f} s); "
           f"best epoch {metrics['best_epoch']}.")
     print(f"results in {result.output}/: metrics.json, history.csv, history.png, model.keras")
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from cnnbuilder.tuning import tune
+
+    result = tune(
+        args.recipe, dataset=args.dataset, output=args.output, tuner=args.tuner,
+        max_trials=args.max_trials, epochs=args.epochs, objective=args.objective,
+        max_params=args.max_params, batch_size=args.batch_size, seed=args.seed,
+        input_shape=parse_shape(args.input_shape), data_dir=args.data_dir,
+        retrain_epochs=args.retrain_epochs, overwrite=args.overwrite, quiet=args.quiet,
+        trial_timeout=args.trial_timeout, **parse_assignments(args.set),
+    )
+    if result.get("role") == "worker":
+        print(f"worker {result['tuner_id']} ran {len(result['trials'])} trials; the chief writes "
+              f"{args.output}/tuning.json when the search ends.")
+        return 0
+    counts = {}
+    for trial in result["trials"]:
+        counts[trial["status"]] = counts.get(trial["status"], 0) + 1
+    best = result["best"]
+    print(f"{len(result['trials'])} trials ({', '.join(f'{n} {s}' for s, n in counts.items())}) "
+          f"in {result['seconds']:.0f} s.")
+    print(f"best: trial {best['trial_id']}, {result['objective']} {best['score']:.4f}, "
+          f"{best['params']:,} params, {best['hyperparameters']}")
+    if result.get("retrained"):
+        retrained = result["retrained"]
+        print(f"retrained for {retrained['epochs']} epochs: test accuracy "
+              f"{retrained['test_accuracy']:.4f} ({args.output}/{retrained['output']}/)")
+    print(f"results in {args.output}/: tuning.json, tuning.png, best/model.keras")
     return 0
 
 
@@ -222,6 +274,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed-precision", action="store_true", help="mixed precision (float16 on GPU, bfloat16 on CPU)")
     p.add_argument("--jit", action="store_true", help="compile the training step with XLA")
     p.set_defaults(run=cmd_train)
+
+    p = commands.add_parser("tune", help="search the recipe's tune: space with KerasTuner (resumable, distributed)")
+    p.add_argument("recipe", help="recipe name or path to a .yaml file (with a tune: section)")
+    p.add_argument("--dataset", default="digits",
+                   help="digits (embedded, default), tfds:NAME or folder:PATH")
+    p.add_argument("--data-dir", help="tensorflow-datasets data directory")
+    p.add_argument("--output", required=True, metavar="DIR", help="search directory")
+    p.add_argument("--tuner", default="random", choices=("random", "bayesian", "hyperband"),
+                   help="search algorithm (default random)")
+    p.add_argument("--max-trials", type=positive_int, default=10, help="trials at most (default 10)")
+    p.add_argument("--epochs", type=positive_int, default=5,
+                   help="epochs per trial; hyperband: at most (default 5)")
+    p.add_argument("--objective", default="val_accuracy",
+                   help="val_accuracy (default), val_loss, accuracy or loss")
+    p.add_argument("--max-params", type=positive_int, metavar="N",
+                   help="skip (never train) trials whose model has more parameters")
+    p.add_argument("--batch-size", type=positive_int, help="batch size (default: the recipe's, or tuned)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="hold a recipe param fixed")
+    p.add_argument("--input-shape", help="HEIGHT,WIDTH,CHANNELS (default: the recipe's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--retrain-epochs", type=positive_int, metavar="N",
+                   help="then train the best configuration for N epochs into DIR/best_retrained")
+    p.add_argument("--trial-timeout", type=positive_float, metavar="SECONDS",
+                   help="distributed: end a trial whose worker is silent this long "
+                        "(default $CNNBUILDER_TRIAL_TIMEOUT or 600)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished search in DIR")
+    p.set_defaults(run=cmd_tune)
 
     p = commands.add_parser("export", help="export a run or .keras model as a SavedModel or LiteRT file")
     p.add_argument("source", metavar="RUN_DIR|MODEL.keras")

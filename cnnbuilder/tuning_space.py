@@ -1,0 +1,521 @@
+"""The `tune:` section of a recipe: a search space over recipe params and training settings.
+
+Pure Python (no TensorFlow, no KerasTuner), so a recipe's search space is checked when the
+recipe is tuned or tested, cheaply and with file/line/field in every message.
+
+Syntax
+------
+
+Keys directly under ``tune:`` are the recipe's *params* (those of its ``params:`` section);
+the keys under ``tune: {training: {...}}`` are *training settings* (those of the
+``training:`` section: ``learning_rate``, ``weight_decay``, ``batch_size``, ``momentum``,
+``optimizer``, ``schedule``, ``label_smoothing``, ...). ``training`` is therefore never
+read as a param name. Each entry is one of three forms::
+
+    tune:
+      growth_rate: {choice: [12, 24, 40]}        # one of the listed values
+      depth: {int: [40, 100], step: 12}          # integers low..high (both included), every `step`
+      compression: {float: [0.3, 0.7]}           # numbers in [low, high]
+      dropout: {float: [0.0, 0.3], step: 0.1}    # ...or on a grid of `step`
+      widths: {choice: [[8, 16, 32], [16, 32, 64]]}   # lists, booleans, strings: any value the param takes
+      training:
+        learning_rate: {float: [1.0e-3, 0.3], log: true}   # sampled uniformly in log space
+        weight_decay: {float: [1.0e-5, 1.0e-3], log: true}
+        batch_size: {choice: [64, 128]}
+
+Optional keys: ``step`` (int and float), ``log: true`` (int and float; not together with
+``step``; ``low`` must be > 0) and ``default`` (every form; a value of the range or list,
+the value a tuner tries first where it has a notion of a first value).
+
+A child recipe (``extends:``) inherits the parent's ``tune:`` entries, replaces one by
+declaring it again (whole: nothing of the parent's entry is kept) and removes one with
+``name: null``. ``epochs`` is not tunable (it is the tuner's budget:
+``--epochs``; hyperband varies it itself).
+
+Invalid networks are kept out in two ways. A range can only produce valid values by
+construction: DenseNet-BC's depth must be 6n+4, so ``depth: {int: [40, 100], step: 6}``
+(40, 46, ..., 100) never yields another depth. And every trial's params are checked with
+`Recipe.plan` before a layer is built: a combination the recipe rejects is recorded as a
+*skipped* trial, with the recipe's message, and never trained.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from cnnbuilder.errors import RecipeError
+from cnnbuilder.recipe.vocabulary import did_you_mean
+
+KINDS = ("choice", "int", "float")
+OPTIONS = {"choice": ("default",), "int": ("step", "log", "default"), "float": ("step", "log", "default")}
+TRAINING = "training"
+# The tuner's budget, not a hyperparameter (hyperband varies it itself).
+UNTUNABLE_TRAINING = {"epochs": "epochs is the tuner's budget (set it with --epochs / epochs=), not a hyperparameter"}
+FORMS = "{choice: [a, b, ...]}, {int: [low, high], step: s} or {float: [low, high], log: true}"
+
+_ErrorFactory = Callable[[tuple, str], Exception]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _type_name(value) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One tuned value: a recipe param (section "params") or a training setting."""
+
+    name: str
+    section: str  # "params" | "training"
+    kind: str  # "choice" | "int" | "float"
+    values: tuple = ()  # choice
+    low: Any = None  # int, float
+    high: Any = None
+    step: Any = None
+    log: bool = False
+    default: Any = None
+
+    @property
+    def key(self) -> str:
+        """The hyperparameter's name in KerasTuner (training settings get a prefix)."""
+        return self.name if self.section == "params" else f"{TRAINING}.{self.name}"
+
+    @property
+    def label(self) -> str:
+        return self.key
+
+    # -- KerasTuner encoding: Choice only holds one scalar type (and turns booleans into
+    # ints), so other choices (lists, booleans, mixed types) travel as JSON labels.
+
+    @property
+    def _encoded(self) -> bool:
+        if self.kind != "choice":
+            return False
+        types = {type(v) for v in self.values}
+        return len(types) != 1 or not types <= {int, float, str}
+
+    def keras_tuner(self) -> tuple[str, dict]:
+        """(HyperParameters method, keyword arguments) that declares this dimension."""
+        if self.kind == "choice":
+            values = [self.encode(v) for v in self.values]
+            kwargs = {"name": self.key, "values": values}
+            if self.default is not None:
+                kwargs["default"] = self.encode(self.default)
+            return "Choice", kwargs
+        kwargs = {"name": self.key, "min_value": self.low, "max_value": self.high}
+        if self.step is not None:
+            kwargs["step"] = self.step
+        if self.log:
+            kwargs["sampling"] = "log"
+        if self.default is not None:
+            kwargs["default"] = self.default
+        return ("Int" if self.kind == "int" else "Float"), kwargs
+
+    def encode(self, value):
+        return json.dumps(value) if self._encoded else value
+
+    def decode(self, value):
+        if self._encoded and isinstance(value, str):
+            return json.loads(value)
+        if self.kind == "int" and _is_number(value):
+            return int(value)
+        if self.kind == "float" and _is_number(value):
+            return float(value)
+        return value
+
+    def grid(self, limit: int) -> list | None:
+        """Every value of a finite dimension (None for continuous ones or above `limit`)."""
+        if self.kind == "choice":
+            return list(self.values)
+        if self.kind == "int" and not self.log:
+            step = self.step or 1
+            count = (self.high - self.low) // step + 1
+            return list(range(self.low, self.high + 1, step)) if count <= limit else None
+        return None
+
+    def to_dict(self) -> dict:
+        spec: dict = {self.kind: list(self.values) if self.kind == "choice" else [self.low, self.high]}
+        if self.step is not None:
+            spec["step"] = self.step
+        if self.log:
+            spec["log"] = True
+        if self.default is not None:
+            spec["default"] = self.default
+        return spec
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    dimensions: tuple[Dimension, ...] = ()
+    source: str = "tune"
+
+    def __bool__(self) -> bool:
+        return bool(self.dimensions)
+
+    def __iter__(self):
+        return iter(self.dimensions)
+
+    def __len__(self) -> int:
+        return len(self.dimensions)
+
+    @property
+    def keys(self) -> list[str]:
+        return [d.key for d in self.dimensions]
+
+    @property
+    def params(self) -> tuple[Dimension, ...]:
+        return tuple(d for d in self.dimensions if d.section == "params")
+
+    @property
+    def training(self) -> tuple[Dimension, ...]:
+        return tuple(d for d in self.dimensions if d.section == TRAINING)
+
+    def split(self, values: dict) -> tuple[dict, dict]:
+        """KerasTuner values {key: encoded} -> (recipe params, training settings), decoded.
+
+        Dimensions absent from `values` take their default (KerasTuner's rule)."""
+        params, training = {}, {}
+        for dim in self.dimensions:
+            if dim.key in values:
+                value = dim.decode(values[dim.key])
+            else:
+                value = self.default_value(dim)
+            (params if dim.section == "params" else training)[dim.name] = value
+        return params, training
+
+    def hyperparameters(self, values: dict) -> dict:
+        """The values of one trial as the recipe writes them: params, then a `training` map."""
+        params, training = self.split(values)
+        return {**params, **({TRAINING: training} if training else {})}
+
+    @staticmethod
+    def default_value(dim: Dimension):
+        if dim.default is not None:
+            return dim.default
+        if dim.kind == "choice":
+            return dim.values[0]
+        return dim.low
+
+    def without(self, params: Iterable[str] = (), training: Iterable[str] = ()) -> "SearchSpace":
+        """The space less the dimensions fixed elsewhere (--set, --batch-size...)."""
+        params, training = set(params), set(training)
+        kept = tuple(d for d in self.dimensions
+                     if not (d.section == "params" and d.name in params)
+                     and not (d.section == TRAINING and d.name in training))
+        return SearchSpace(kept, self.source)
+
+    def log_keys(self) -> tuple[str, ...]:
+        return tuple(d.key for d in self.dimensions if d.log)
+
+    def to_dict(self) -> dict:
+        section: dict = {d.name: d.to_dict() for d in self.params}
+        if self.training:
+            section[TRAINING] = {d.name: d.to_dict() for d in self.training}
+        return section
+
+    def combinations(self, limit: int = 10_000) -> list[tuple[dict, dict]] | None:
+        """Every (params, training) of a finite space of at most `limit` points, else None."""
+        grids = [d.grid(limit) for d in self.dimensions]
+        if any(g is None for g in grids) or math.prod(len(g) for g in grids) > limit:
+            return None
+        out = []
+        for combo in itertools.product(*grids):
+            params, training = {}, {}
+            for dim, value in zip(self.dimensions, combo):
+                (params if dim.section == "params" else training)[dim.name] = value
+            out.append((params, training))
+        return out
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def parse_space(section, *, params: dict, training_checks: dict | None = None,
+                error: _ErrorFactory | None = None, source: str = "tune") -> SearchSpace:
+    """Check a `tune:` mapping and return its `SearchSpace`.
+
+    `params` maps the recipe's declared params to their raw defaults (a `${...}` default
+    is not type-checked). `training_checks` maps training settings to (check, expected)
+    as in `cnnbuilder.training_config`. `error(path, message)` builds the exception
+    (a recipe's `document.error` names file, line and field); paths start with "tune".
+    """
+    if training_checks is None:
+        from cnnbuilder.training_config import _CHECKS as training_checks
+    error = error or (lambda path, message: RecipeError(f"field {_format(path)}: {message}"))
+    if section is None:
+        return SearchSpace((), source)
+    if not isinstance(section, dict):
+        raise error(("tune",), f"expected a mapping of param: {FORMS}, got {section!r}.")
+    dimensions = []
+    for name, spec in section.items():
+        if name == TRAINING:
+            if spec is None:
+                continue
+            if not isinstance(spec, dict):
+                raise error(("tune", TRAINING), f"expected a mapping of training setting: {FORMS}, got {spec!r}.")
+            for setting, sub in spec.items():
+                path = ("tune", TRAINING, setting)
+                if setting in UNTUNABLE_TRAINING:
+                    raise error(path, UNTUNABLE_TRAINING[setting] + ".")
+                if setting not in training_checks:
+                    known = [k for k in training_checks if k not in UNTUNABLE_TRAINING]
+                    raise error(path, f"unknown training setting {setting!r}. Tunable settings: "
+                                      f"{', '.join(known)}." + did_you_mean(setting, known))
+                if sub is None:
+                    continue
+                dimensions.append(_dimension(path, str(setting), TRAINING, sub, error,
+                                             check=training_checks[setting]))
+            continue
+        path = ("tune", name)
+        if not isinstance(name, str) or name not in params:
+            known = ", ".join(sorted(params)) or "none"
+            raise error(path, f"unknown param {name!r} (this recipe's params: {known}; training "
+                              f"settings go under tune.training)." + did_you_mean(str(name), params))
+        if spec is None:
+            continue
+        dimensions.append(_dimension(path, name, "params", spec, error, default=params[name]))
+    return SearchSpace(tuple(dimensions), source)
+
+
+def _format(path) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _dimension(path, name, section, spec, error, *, default=None, check=None) -> Dimension:
+    what = f"param {name!r}" if section == "params" else f"training setting {name!r}"
+    if not isinstance(spec, dict):
+        raise error(path, f"expected {FORMS} to tune {what}, got {spec!r}.")
+    kinds = [k for k in spec if k in KINDS]
+    if len(kinds) != 1:
+        found = f"found {', '.join(kinds)}" if kinds else f"got {spec!r}"
+        raise error(path, f"expected exactly one of choice, int, float ({FORMS}); {found}.")
+    kind = kinds[0]
+    for key in spec:
+        if key != kind and key not in OPTIONS[kind]:
+            allowed = [kind, *OPTIONS[kind]]
+            raise error(path + (key,), f"unknown key {key!r} in a {kind} range (keys: "
+                                       f"{', '.join(allowed)})." + did_you_mean(str(key), allowed))
+    accepts = _acceptor(what, default, check)
+    if kind == "choice":
+        values = spec["choice"]
+        if not isinstance(values, list) or not values:
+            raise error(path + ("choice",), f"expected a non-empty list of values for {what}, got {values!r}.")
+        for index, value in enumerate(values):
+            if value is None or isinstance(value, dict):
+                raise error(path + ("choice", index), f"expected a number, boolean, string or list, got {value!r}.")
+            if values.index(value) != index or any(_same(value, v) for v in values[:index]):
+                raise error(path + ("choice", index), f"{value!r} is listed twice.")
+            problem = accepts(value)
+            if problem:
+                raise error(path + ("choice", index), problem)
+        choice_default = spec.get("default")
+        if choice_default is not None and not any(_same(choice_default, v) for v in values):
+            raise error(path + ("default",), f"default {choice_default!r} is not one of the choices {values!r}.")
+        return Dimension(name, section, "choice", values=tuple(values), default=choice_default)
+
+    bounds = spec[kind]
+    if not (isinstance(bounds, list) and len(bounds) == 2):
+        raise error(path + (kind,), f"expected [low, high], got {bounds!r}.")
+    low, high = bounds
+    is_kind = _is_int if kind == "int" else _is_number
+    expected = "integers" if kind == "int" else "numbers"
+    if not (is_kind(low) and is_kind(high)):
+        raise error(path + (kind,), f"expected [low, high] of {expected}, got {bounds!r}.")
+    if low > high or (kind == "float" and low == high):
+        raise error(path + (kind,), f"expected low {'<=' if kind == 'int' else '<'} high, got {bounds!r}.")
+    step, log = spec.get("step"), spec.get("log", False)
+    if not isinstance(log, bool):
+        raise error(path + ("log",), f"expected true or false, got {log!r}.")
+    if step is not None:
+        if not (is_kind(step) and step > 0):
+            raise error(path + ("step",), f"expected a positive {'integer' if kind == 'int' else 'number'}, got {step!r}.")
+        if log:
+            raise error(path + ("step",), "step and log: true cannot be combined; use one of them.")
+    if log and low <= 0:
+        raise error(path + (kind,), f"log: true needs low > 0, got {bounds!r}.")
+    if section == "params" and not _expression(default):
+        if kind == "int" and not _is_number(default):
+            raise error(path + (kind,), f"{what} is {_type_name(default)} (default {default!r}); "
+                                        f"use {{choice: [...]}} to tune it.")
+        if kind == "float" and not isinstance(default, float):
+            hint = "{int: [low, high]}" if _is_int(default) else "{choice: [...]}"
+            raise error(path + (kind,), f"{what} is {_type_name(default)} (default {default!r}); "
+                                        f"use {hint} to tune it.")
+    for label, value in (("low", low), ("high", high)):
+        problem = accepts(value)
+        if problem:
+            raise error(path + (kind,), f"{label} {value!r}: {problem}")
+    if kind == "float":
+        low, high = float(low), float(high)
+    range_default = spec.get("default")
+    if range_default is not None:
+        if not is_kind(range_default) or not low <= range_default <= high:
+            raise error(path + ("default",), f"default {range_default!r} is not a value of [{low}, {high}].")
+    return Dimension(name, section, kind, low=low, high=high, step=step, log=log, default=range_default)
+
+
+def _same(a, b) -> bool:
+    return a == b and type(a) is type(b)
+
+
+def _expression(value) -> bool:
+    return isinstance(value, str) and "${" in value
+
+
+def _acceptor(what, default, check):
+    """A function value -> None if `value` suits the param/setting, else what was expected."""
+    if check is not None:
+        test, expected = check
+
+        def accepts_setting(value):
+            try:
+                ok = test(value)
+            except TypeError:
+                ok = False
+            return None if ok else f"{what} expects {expected}, got {value!r}."
+
+        return accepts_setting
+
+    def accepts_param(value):
+        if _expression(default):
+            return None
+        if isinstance(default, bool) or isinstance(value, bool):
+            ok = isinstance(value, bool) and isinstance(default, bool)
+        elif isinstance(default, float):
+            ok = _is_number(value)
+        elif isinstance(default, list):
+            ok = isinstance(value, list)
+        else:
+            ok = isinstance(value, type(default))
+        return None if ok else f"{what} expects {_type_name(default)} (default {default!r}), got {value!r}."
+
+    return accepts_param
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+def tune_section(recipe) -> dict:
+    """The `tune:` section of a recipe with its `extends` chain applied entry by entry.
+
+    Elsewhere maps merge key by key, but a search-space entry a recipe declares replaces
+    its parent's entry whole: `depth: {choice: [10, 16]}` under a parent's
+    `depth: {int: [40, 100], step: 6, default: 100}` must not inherit `int`, `step` or a
+    `default` that is not among its choices. Under `training:` each setting is an entry.
+
+    `recipe` is what `load_recipe` accepts. A `Recipe` built from a dict no longer knows its
+    own section apart from its parents'; its merged section is returned."""
+    chain = _raw_chain(recipe)
+    if chain is None:
+        from cnnbuilder.zoo import load_recipe
+
+        return copy.deepcopy(load_recipe(recipe).tune or {})
+    section: dict = {}
+    for raw in reversed(chain):  # the root first, the recipe itself last
+        own = raw.get("tune")
+        if not isinstance(own, dict):
+            if own is not None:
+                section = own  # malformed: parse_space names it
+            continue
+        if not isinstance(section, dict):
+            section = {}
+        for key, spec in own.items():
+            if key == TRAINING and isinstance(spec, dict) and isinstance(section.get(TRAINING), dict):
+                section[TRAINING] = {**section[TRAINING], **copy.deepcopy(spec)}
+            else:
+                section[key] = copy.deepcopy(spec)
+    return section
+
+
+def _raw_chain(recipe) -> list[dict] | None:
+    """The recipe's own data, then its parent's, and so on; None when unknown."""
+    from pathlib import Path
+
+    from cnnbuilder.recipe import Recipe
+    from cnnbuilder.recipe.source import read_recipe_file
+    from cnnbuilder.zoo import _resolve_extends, recipe_path
+
+    if isinstance(recipe, Recipe):
+        source = recipe.document.source
+        if not source or source.startswith("<"):
+            return None
+        recipe = Path(source)
+    if isinstance(recipe, dict):
+        data, base = recipe, Path.cwd()
+    elif isinstance(recipe, (str, Path)):
+        path = Path(recipe) if isinstance(recipe, Path) or str(recipe).endswith((".yaml", ".yml")) \
+            else recipe_path(recipe)
+        data, base = read_recipe_file(path)[0], Path(path).resolve().parent
+    else:
+        return None
+    chain, seen = [], set()
+    while isinstance(data, dict):
+        chain.append(data)
+        parent = data.get("extends")
+        if not isinstance(parent, str):
+            break
+        path = _resolve_extends(parent, base)
+        if path is None or str(Path(path).resolve()) in seen:
+            return None  # load_recipe reports it
+        seen.add(str(Path(path).resolve()))
+        data, base = read_recipe_file(path)[0], Path(path).resolve().parent
+    return chain
+
+
+def recipe_space(recipe, section=None) -> SearchSpace:
+    """The search space of a recipe (what `load_recipe` accepts): its own `tune:` section
+    (`tune_section`), or `section` (a mapping in the same syntax, e.g. from Python)
+    checked against the recipe's params."""
+    from cnnbuilder.zoo import load_recipe
+
+    loaded = load_recipe(recipe)
+    declared = loaded.document.data.get("params") or {}
+    if section is None:
+        return parse_space(tune_section(recipe), params=declared, error=loaded.document.error,
+                           source=f"the tune: section of {loaded.name}")
+    where = f"the search space given for {loaded.name}"
+
+    def error(path, message):
+        return RecipeError(f"{where}, field {_format(path)}: {message}")
+
+    return parse_space(section, params=declared, error=error, source=where)
+
+
+def check_reachable(space: SearchSpace, check: Callable[[dict, dict], str | None], *,
+                    limit: int = 64) -> None:
+    """Raise RecipeError when no point of a small finite space gives a valid network.
+
+    `check(params, training)` returns None for a valid point, else the reason. Spaces with
+    a continuous dimension or more than `limit` points are left to the per-trial check.
+    """
+    points = space.combinations(limit)
+    if not points:
+        return
+    reasons = []
+    for params, training in points:
+        reason = check(params, training)
+        if reason is None:
+            return
+        reasons.append((params, reason))
+    params, reason = reasons[0]
+    raise RecipeError(
+        f"{space.source}: none of its {len(points)} combinations gives a valid network, so "
+        f"every trial would be skipped. For example {params}: {reason}"
+    )
+
+
+__all__ = ["Dimension", "SearchSpace", "parse_space", "recipe_space", "tune_section",
+           "check_reachable", "FORMS"]
