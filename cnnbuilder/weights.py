@@ -25,7 +25,8 @@ def canonical_layers(model: keras.Model) -> list:
 
     A depth-first walk from the outputs that visits a layer's inputs in their own order,
     except for commutative merges, whose inputs are visited shallowest first (the
-    shortcut before the residual branch, however the model was written).
+    shortcut before the residual branch, however the model was written). Layers with
+    `canonical_sublayers` are replaced by those.
     """
     depth: dict[int, int] = {}
 
@@ -67,7 +68,12 @@ def canonical_layers(model: keras.Model) -> list:
         for parent in reversed(inputs):
             if id(parent) not in seen:
                 stack.append((parent, False))
-    return [layer for layer in ordered if layer.weights]
+    # A layer that stands for a chain of standard layers (the memory-efficient DenseNet
+    # layer: BatchNormalization, Conv2D) counts as that chain, so it pairs with the plain build.
+    flat = []
+    for layer in ordered:
+        flat.extend(getattr(layer, "canonical_sublayers", None) or [layer])
+    return [layer for layer in flat if layer.weights]
 
 
 def transfer_weights(source_model: keras.Model, target_model: keras.Model) -> keras.Model:
