@@ -248,9 +248,15 @@ def machine() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sections", nargs="*", default=list(SECTIONS), choices=list(SECTIONS))
+    # No `choices`: argparse checks an empty `nargs="*"` list against them and fails.
+    parser.add_argument("sections", nargs="*",
+                        help=f"sections to run, of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
+    unknown = [name for name in args.sections if name not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    args.sections = args.sections or list(SECTIONS)
     rows = []
     for section in args.sections:
         print(f"running {section} ...", file=sys.stderr, flush=True)
