@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/cnnbuilder train resnet20 --dataset digits --epochs 20 --output $(DEMO)/resnet20 --overwrite
 	@echo "training curves: $(DEMO)/resnet20/history.png"
 	$(BIN)/cnnbuilder export $(DEMO)/resnet20 --output saved_models/digits/1 --force
-	$(BIN)/python -m cnnbuilder.demo samples $(DEMO)/samples 5 > /dev/null
+	$(BIN)/python -m tools.demo samples $(DEMO)/samples 5 > /dev/null
 	$(BIN)/cnnbuilder predict saved_models/digits/1 $(DEMO)/samples/*.png --top-k 3
 	@# A short search over DenseNet-BC's growth rate (its recipe's tune: section) at depth 16;
 	@# --max-params skips the largest growth rate untrained. About a minute on 2 cores.

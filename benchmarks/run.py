@@ -8,7 +8,7 @@ alike. Results are printed as one table and written to benchmarks/results.md.
     python benchmarks/run.py build   # only some sections: build, step, pipeline, train, memory
 
 Peak memory cannot be alternated inside one process (a peak only grows): each memory
-figure comes from a fresh process (`cnnbuilder.memory`), the two sides alternating.
+figure comes from a fresh process (`tools.memory_probe`), the two sides alternating.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def bench_step(repeats=7, batch=8, size=128):
 
 
 def bench_pipeline(repeats=5):
-    from cnnbuilder.data import load_dataset, make_pipeline
+    from cnnbuilder.data.datasets import load_dataset, make_pipeline
 
     data = load_dataset("digits")
     shape, batch = (32, 32, 3), 128
@@ -155,7 +155,7 @@ def bench_train(epochs=20):
     no callbacks). One run each: 20 epochs take minutes."""
     import tempfile
 
-    from cnnbuilder.data import load_dataset, to_model_input
+    from cnnbuilder.data.datasets import load_dataset, to_model_input
 
     with tempfile.TemporaryDirectory() as directory:
         keras.backend.clear_session()
@@ -191,7 +191,7 @@ SWEEP_DEPTHS = range(40, 257, 24)  # DenseNet-BC depths 6n + 4
 def bench_memory(repeats=2, step_repeats=3):
     """Memory-efficient vs plain DenseNet-BC-100 (k=12): peak training-step memory, each
     measured in a fresh process (alternating), and step time in this process."""
-    from cnnbuilder.memory import peak_training_memory
+    from tools.memory_probe import peak_training_memory
 
     peaks = {False: [], True: []}
     for _ in range(repeats):
@@ -221,7 +221,7 @@ def bench_memory(repeats=2, step_repeats=3):
 
 
 def _deepest_within_budget(efficient: bool) -> int:
-    from cnnbuilder.memory import peak_training_memory
+    from tools.memory_probe import peak_training_memory
 
     deepest = 0
     for depth in SWEEP_DEPTHS:

@@ -24,15 +24,15 @@ from cnnbuilder.zoo import list_recipes, load_recipe  # noqa: E402
 __version__ = "0.1.0"
 
 _LAZY = {
-    "build": "cnnbuilder.builder",
-    "stage_outputs": "cnnbuilder.builder",
-    "transfer_weights": "cnnbuilder.weights",
+    "build": "cnnbuilder.model",
+    "stage_outputs": "cnnbuilder.model",
+    "transfer_weights": "cnnbuilder.model",
     "load_model": "cnnbuilder.saving",
     "train": "cnnbuilder.training",
     "HyperRecipe": "cnnbuilder.tuning",
     "tune": "cnnbuilder.tuning",
-    "export": "cnnbuilder.exporting",
-    "predict": "cnnbuilder.prediction",
+    "export": "cnnbuilder.serving",
+    "predict": "cnnbuilder.serving",
     "load_dataset": "cnnbuilder.data",
 }
 

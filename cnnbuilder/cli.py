@@ -58,7 +58,7 @@ def cmd_list(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from cnnbuilder.units import format_count, short_reference
+    from cnnbuilder.recipe.units import format_count, short_reference
     from cnnbuilder.zoo import list_recipes, load_recipe
 
     names = list_recipes(args.pattern)
@@ -92,8 +92,8 @@ def cmd_show(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from cnnbuilder.builder import build
-    from cnnbuilder.summary import format_count, summarize
+    from cnnbuilder.model.builder import build
+    from cnnbuilder.model.summary import format_count, summarize
     from cnnbuilder.zoo import load_recipe
 
     recipe = load_recipe(args.recipe)
@@ -101,7 +101,7 @@ def cmd_show(args) -> int:
     shape = parse_shape(args.input_shape)
     plan = recipe.plan(input_shape=shape, classes=args.classes, **overrides)
     if args.plot:
-        from cnnbuilder.diagram import check_image_path
+        from cnnbuilder.plots.architecture import check_image_path
 
         check_image_path(args.plot)  # before the (slow) build
     model = build(recipe, input_shape=shape, classes=args.classes, **overrides)
@@ -131,7 +131,7 @@ def cmd_show(args) -> int:
     console.print(f"input {plan.input_shape}, params {total_params:,} (trainable {trainable:,}), "
                   f"multiply-adds {macs(total_macs)} per image")
     if args.plot:
-        from cnnbuilder.diagram import plot_architecture
+        from cnnbuilder.plots.architecture import plot_architecture
 
         path = plot_architecture(plan, stages, args.plot, title=model.name)
         console.print(f"architecture diagram written to {path}")
@@ -152,7 +152,7 @@ def parse_augment(text: str | None):
     if text is None:
         return None
     names = [] if text.strip().lower() == "none" else [p.strip() for p in text.split(",") if p.strip()]
-    from cnnbuilder.training_config import AUGMENTATIONS
+    from cnnbuilder.recipe.training import AUGMENTATIONS
 
     unknown = [n for n in names if n not in AUGMENTATIONS]
     if unknown:
@@ -161,7 +161,7 @@ def parse_augment(text: str | None):
 
 
 def cmd_train(args) -> int:
-    from cnnbuilder.training import train
+    from cnnbuilder.training.engine import train
 
     result = train(
         args.recipe, args.dataset, output=args.output, epochs=args.epochs,
@@ -181,7 +181,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from cnnbuilder.tuning import tune
+    from cnnbuilder.tuning.search import tune
 
     result = tune(
         args.recipe, dataset=args.dataset, output=args.output, tuner=args.tuner,
@@ -212,7 +212,7 @@ def cmd_tune(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from cnnbuilder.exporting import export, format_export_summary
+    from cnnbuilder.serving.exporting import export, format_export_summary
 
     path = export(args.source, args.output, format=args.format, force=args.force,
                   class_names=args.class_names.split(",") if args.class_names else None)
@@ -223,7 +223,7 @@ def cmd_export(args) -> int:
 def cmd_predict(args) -> int:
     import json
 
-    from cnnbuilder.prediction import format_predictions, predict
+    from cnnbuilder.serving.prediction import format_predictions, predict
 
     results = predict(args.saved_model_dir, args.images, top_k=args.top_k)
     print(json.dumps(results, indent=2) if args.json else format_predictions(results))

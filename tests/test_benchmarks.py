@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnbuilder.memory import peak_training_memory
+from tools.memory_probe import peak_training_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -200,7 +200,7 @@ def test_console_script(tmp_path):
 
 def test_diagram_labels_and_connections_follow_the_plan():
     """What the diagram draws for a stage, read from the plan (no model needed)."""
-    from cnnbuilder.diagram import segment_label, segments_of, shortcut_kind
+    from cnnbuilder.plots.architecture import segment_label, segments_of, shortcut_kind
 
     def stage(name, stage_name):
         return segments_of([s for s in cnnbuilder.load_recipe(name).default_plan.steps if s.stage == stage_name])

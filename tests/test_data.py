@@ -1,4 +1,4 @@
-"""Tests of cnnbuilder.data: dataset specs, splits, and the tf.data input pipeline.
+"""Tests of cnnbuilder.data.datasets: dataset specs, splits, and the tf.data input pipeline.
 
 No network: tfds is exercised with `tfds.testing.mock_data` over metadata written to a
 temporary data_dir, folders with images written by PIL into tmp_path.
@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from cnnbuilder.data import (
+from cnnbuilder.data.datasets import (
     AUGMENTATIONS,
     Dataset,
     load_dataset,

@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 import cnnbuilder
-from cnnbuilder import docs
+from tools import docgen as docs
 from cnnbuilder.recipe.document import TOP_LEVEL_KEYS
 from cnnbuilder.recipe.expressions import FUNCTIONS
 from cnnbuilder.recipe.vocabulary import BLOCKS, COMMON_FIELDS
-from cnnbuilder.training_config import TrainingConfig
+from cnnbuilder.recipe.training import TrainingConfig
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "recipes.md"
 TEXT = DOC.read_text(encoding="utf-8")
@@ -42,7 +42,7 @@ def block_section(name: str) -> str:
 
 
 def test_generated_sections_equal_what_the_registry_renders():
-    assert docs.stale_sections(TEXT) == [], "run `python -m cnnbuilder.docs` to regenerate"
+    assert docs.stale_sections(TEXT) == [], "run `python -m tools.docgen` to regenerate"
     assert set(docs.sections_in(TEXT)) == set(docs.SECTIONS)
 
 
@@ -146,5 +146,5 @@ def test_the_first_example_builds(tmp_path):
 
 
 def test_docs_module_does_not_import_tensorflow():
-    code = "import sys, cnnbuilder.docs; assert 'tensorflow' not in sys.modules, 'tf imported'"
+    code = "import sys, tools.docgen; assert 'tensorflow' not in sys.modules, 'tf imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cnnbuilder
-from cnnbuilder.weights import transfer_weights
+from cnnbuilder.model.weights import transfer_weights
 
 APPLICATIONS = {
     "resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152",

@@ -18,10 +18,10 @@ from PIL import Image
 
 import keras
 
-from cnnbuilder import exporting as export_module
+from cnnbuilder.serving import exporting as export_module
 from cnnbuilder.errors import CnnBuilderError, DataError, RunError
-from cnnbuilder.exporting import export, preprocess_uint8, weights_checksum
-from cnnbuilder.prediction import format_predictions, predict, read_image
+from cnnbuilder.serving.exporting import export, preprocess_uint8, weights_checksum
+from cnnbuilder.serving.prediction import format_predictions, predict, read_image
 
 CLASS_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 INPUT_SHAPE = (32, 32, 1)
@@ -216,9 +216,9 @@ def test_preprocess_uint8_static_and_dynamic_channels(shape, input_shape):
 
 
 def test_preprocess_uint8_matches_the_training_pipeline():
-    data = pytest.importorskip("cnnbuilder.data")
+    data = pytest.importorskip("cnnbuilder.data.datasets")
     if not hasattr(data, "to_model_input"):
-        pytest.skip("cnnbuilder.data.to_model_input is not available")
+        pytest.skip("cnnbuilder.data.datasets.to_model_input is not available")
     rng = np.random.default_rng(2)
     for shape in [(2, 8, 8, 1), (2, 50, 40, 3), (1, 32, 32, 4), (2, 20, 30, 2)]:
         images = rng.integers(0, 256, shape, dtype=np.uint8)

@@ -13,8 +13,8 @@ import tensorflow as tf
 
 import cnnbuilder
 from cnnbuilder.errors import RecipeError
-from cnnbuilder.layers import DenseLayerBottleneck
-from cnnbuilder.weights import transfer_weights
+from cnnbuilder.model.layers import DenseLayerBottleneck
+from cnnbuilder.model.weights import transfer_weights
 
 # A small DenseNet-BC: 3×3 stem, three dense blocks of two layers (k = 12) with transitions.
 RECIPE = {

@@ -18,7 +18,7 @@ from PIL import Image
 
 import cnnbuilder
 from cnnbuilder.errors import DataError, RecipeError, RunError
-from cnnbuilder.training_config import training_config
+from cnnbuilder.recipe.training import training_config
 from helpers import TINY_RECIPE, write
 
 CLI = [sys.executable, "-m", "cnnbuilder.cli"]
@@ -45,7 +45,7 @@ def test_training_config_from_recipe_and_overrides():
 
 
 def test_learning_rate_schedules():
-    from cnnbuilder.training import learning_rate_schedule
+    from cnnbuilder.training.engine import learning_rate_schedule
 
     step = learning_rate_schedule(training_config({"schedule": "step", "epochs": 4}), 10)
     assert [float(step(i)) for i in (0, 19, 21, 31)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
@@ -75,7 +75,7 @@ def test_train_writes_the_run_directory(tiny, tmp_path):
     assert not (out / "resume").exists()
     # the saved model is the best epoch's and scores the reported test accuracy
     data = cnnbuilder.load_dataset("digits")
-    from cnnbuilder.data import make_pipeline
+    from cnnbuilder.data.datasets import make_pipeline
 
     test = make_pipeline(data.test, input_shape=(16, 16, 3), batch_size=128, training=False)
     loaded.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])

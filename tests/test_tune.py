@@ -18,9 +18,9 @@ import keras_tuner as kt
 import pytest
 
 import cnnbuilder
-from cnnbuilder import tuning
+from cnnbuilder.tuning import search as tuning
 from cnnbuilder.errors import CnnBuilderError, RecipeError, RunError
-from cnnbuilder.tuning import HyperRecipe, TrialSkipped, TuningError
+from cnnbuilder.tuning.search import HyperRecipe, TrialSkipped, TuningError
 
 CLI = [sys.executable, "-m", "cnnbuilder.cli"]
 
@@ -159,7 +159,7 @@ def test_hyper_recipe_declares_builds_and_skips():
 
 
 def test_plot_shows_each_tuned_value_and_the_parameter_count(tmp_path):
-    from cnnbuilder.tuning_plots import plot_tuning, tuned_keys
+    from cnnbuilder.plots.tuning import plot_tuning, tuned_keys
 
     trials = [
         {"trial_id": str(i), "hyperparameters": {"growth_rate": k, "depth": d, "blocks": [1, d],

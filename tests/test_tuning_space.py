@@ -13,7 +13,7 @@ import pytest
 
 import cnnbuilder
 from cnnbuilder.errors import RecipeError
-from cnnbuilder.tuning_space import check_reachable, parse_space, recipe_space
+from cnnbuilder.recipe.search_space import check_reachable, parse_space, recipe_space
 
 PARAMS = {"growth_rate": 12, "depth": 100, "compression": 0.5, "bottleneck": True,
           "blocks": [6, 12, 24, 16], "stem_channels": "${2 * growth_rate}"}
@@ -162,6 +162,6 @@ def test_every_recipe_tune_section_parses():
 
 
 def test_the_space_module_does_not_import_tensorflow():
-    code = ("import sys, cnnbuilder.tuning_space, cnnbuilder.tuning_plots; "
+    code = ("import sys, cnnbuilder.recipe.search_space, cnnbuilder.plots.tuning; "
             "assert 'tensorflow' not in sys.modules and 'keras_tuner' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 import cnnbuilder
-from cnnbuilder.builder import build, stage_outputs
-from cnnbuilder.summary import layer_macs
+from cnnbuilder.model.builder import build, stage_outputs
+from cnnbuilder.model.summary import layer_macs
 from cnnbuilder.zoo import recipe_path
 
 NAMES = cnnbuilder.list_recipes()

@@ -1,7 +1,7 @@
 """The block vocabulary of the recipe language: every block, its fields, types and defaults.
 
 This table is pure Python so recipes can be validated (and documented) without importing
-TensorFlow; `cnnbuilder.blocks` registers one implementation per entry, and a test checks
+TensorFlow; `cnnbuilder.model.blocks` registers one implementation per entry, and a test checks
 that the two agree. Each block also knows how it changes the shape of its input, which
 lets the resolver reject a network that shrinks its input to nothing before any layer is
 built.

@@ -25,7 +25,7 @@ def register(*names: str):
 
 def _load_families() -> None:
     # Imported for their registrations.
-    from cnnbuilder.blocks import basic, dense, inception, residual  # noqa: F401
+    from cnnbuilder.model.blocks import basic, dense, inception, residual  # noqa: F401
 
 
 _load_families()

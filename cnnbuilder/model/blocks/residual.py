@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from keras import layers
 
-from cnnbuilder.blocks import register
+from cnnbuilder.model.blocks import register
 
 
 def pad_channels(x, channels: int, *, name: str):

@@ -1,7 +1,7 @@
 """Custom Keras layers, for the few features that standard layers cannot express.
 
 Every layer here is registered serializable under the package name "cnnbuilder", so a
-`.keras` file that uses one loads (with `safe_mode=True`) once `cnnbuilder.layers` has
+`.keras` file that uses one loads (with `safe_mode=True`) once `cnnbuilder.model.layers` has
 been imported. Models built without these features contain standard layers only.
 
 `DenseLayerBottleneck` is the memory-efficient DenseNet layer input (Pleiss et al. 2017,

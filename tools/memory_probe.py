@@ -38,7 +38,7 @@ def peak_training_memory(recipe, *, batch_size: int = 64, input_shape=(32, 32, 3
     request = {"recipe": str(recipe), "batch_size": batch_size, "input_shape": list(input_shape),
                "classes": classes, "steps": steps, "params": params}
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, "-m", "cnnbuilder.memory", json.dumps(request)],
+    done = subprocess.run([sys.executable, "-m", "tools.memory_probe", json.dumps(request)],
                           capture_output=True, text=True, env=env, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"measuring {recipe} {params} failed (exit {done.returncode}):\n"

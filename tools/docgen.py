@@ -13,9 +13,9 @@ training settings and the `tune:` forms — so the reference cannot drift from t
 language: `tests/test_docs.py` fails when the committed file differs from what this module
 renders.
 
-    python -m cnnbuilder.docs            # rewrite the generated sections of docs/recipes.md
-    python -m cnnbuilder.docs --check    # exit 1 (and name them) if any section is stale
-    python -m cnnbuilder.docs --print blocks   # print one section
+    python -m tools.docgen            # rewrite the generated sections of docs/recipes.md
+    python -m tools.docgen --check    # exit 1 (and name them) if any section is stale
+    python -m tools.docgen --print blocks   # print one section
 
 Pure Python: importing this module does not import TensorFlow.
 """
@@ -40,9 +40,9 @@ from cnnbuilder.recipe.vocabulary import (
     BlockSpec,
     Field,
 )
-from cnnbuilder.training_config import _CHECKS as TRAINING_CHECKS
-from cnnbuilder.training_config import TrainingConfig
-from cnnbuilder.tuning_space import KINDS, OPTIONS, UNTUNABLE_TRAINING
+from cnnbuilder.recipe.training import _CHECKS as TRAINING_CHECKS
+from cnnbuilder.recipe.training import TrainingConfig
+from cnnbuilder.recipe.search_space import KINDS, OPTIONS, UNTUNABLE_TRAINING
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "docs" / "recipes.md"
 MARKER = re.compile(
@@ -179,7 +179,7 @@ def _missing(registry, docs: dict, what: str) -> None:
     extra = [k for k in docs if k not in registry]
     if missing or extra:
         raise RuntimeError(
-            f"cnnbuilder.docs: the {what} descriptions are out of date "
+            f"tools.docgen: the {what} descriptions are out of date "
             f"(undocumented: {missing or 'none'}; no longer exist: {extra or 'none'})."
         )
 
@@ -351,7 +351,7 @@ def main(argv=None) -> int:
         stale = stale_sections(text)
         if stale:
             print(f"{path}: stale generated sections: {', '.join(stale)}; run "
-                  "`python -m cnnbuilder.docs`.", file=sys.stderr)
+                  "`python -m tools.docgen`.", file=sys.stderr)
             return 1
         return 0
     new = update(text)

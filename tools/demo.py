@@ -1,6 +1,6 @@
 """Helpers for `make demo`: sample images to feed `cnnbuilder predict`.
 
-    python -m cnnbuilder.demo samples DIR [COUNT]
+    python -m tools.demo samples DIR [COUNT]
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
 from cnnbuilder.errors import CnnBuilderError
-from cnnbuilder.units import format_count  # noqa: E402
+from cnnbuilder.recipe.units import format_count  # noqa: E402
 
 RESIDUAL = ("identity", "convolutional", "bottleneck")
 HIDDEN = ("pad", "bn", "activation", "dropout", "flatten")  # not drawn (the `show` table lists them)
@@ -224,7 +224,7 @@ def check_image_path(path) -> Path:
 
 
 def plot_architecture(plan, stages, path, *, title: str = "", cost: str = "macs") -> Path:
-    """Draw `stages` (from `cnnbuilder.summary.summarize`) of `plan` as a block diagram
+    """Draw `stages` (from `cnnbuilder.model.summary.summarize`) of `plan` as a block diagram
     and save it to `path` (the format follows the suffix: .png, .svg, .pdf ...)."""
     path = Path(path)
     stages = list(stages)

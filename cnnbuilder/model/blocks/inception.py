@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from keras import layers
 
-from cnnbuilder.blocks import register
+from cnnbuilder.model.blocks import register
 
 
 @register("inception")

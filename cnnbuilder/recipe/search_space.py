@@ -249,11 +249,11 @@ def parse_space(section, *, params: dict, training_checks: dict | None = None,
 
     `params` maps the recipe's declared params to their raw defaults (a `${...}` default
     is not type-checked). `training_checks` maps training settings to (check, expected)
-    as in `cnnbuilder.training_config`. `error(path, message)` builds the exception
+    as in `cnnbuilder.recipe.training`. `error(path, message)` builds the exception
     (a recipe's `document.error` names file, line and field); paths start with "tune".
     """
     if training_checks is None:
-        from cnnbuilder.training_config import _CHECKS as training_checks
+        from cnnbuilder.recipe.training import _CHECKS as training_checks
     error = error or (lambda path, message: RecipeError(f"field {_format(path)}: {message}"))
     if section is None:
         return SearchSpace((), source)

@@ -2,7 +2,7 @@
 
 `train()` validates everything (recipe, dataset, settings, the output directory) before
 it writes a byte, then trains epoch by epoch, committing each finished epoch (see
-`cnnbuilder.runs`). Rerunning the same call after an interruption continues from the
+`cnnbuilder.training.rundir`). Rerunning the same call after an interruption continues from the
 last finished epoch.
 """
 
@@ -18,10 +18,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cnnbuilder import runs
-from cnnbuilder.data import Dataset, load_dataset, make_pipeline
+from cnnbuilder.training import rundir as runs
+from cnnbuilder.data.datasets import Dataset, load_dataset, make_pipeline
 from cnnbuilder.errors import CnnBuilderError, DataError, RunError
-from cnnbuilder.training_config import TrainingConfig, training_config
+from cnnbuilder.recipe.training import TrainingConfig, training_config
 from cnnbuilder.zoo import load_recipe
 
 # Digits are handwriting: flips would turn them into other symbols.
@@ -44,7 +44,7 @@ def train(recipe_or_model, dataset="digits", *, output=None, epochs=None, batch_
     """Train a recipe (name, path, dict, Recipe) or a compiled-or-not Keras model.
 
     `dataset` is "digits", "tfds:NAME", "folder:PATH", an (x, y) pair or a dict of splits,
-    or a loaded `cnnbuilder.data.Dataset`. Settings default to the recipe's `training:`
+    or a loaded `cnnbuilder.data.datasets.Dataset`. Settings default to the recipe's `training:`
     section. With `output`, the run is written there and can be resumed.
     """
     started = time.perf_counter()
@@ -97,7 +97,7 @@ def train(recipe_or_model, dataset="digits", *, output=None, epochs=None, batch_
         "best_epoch": _best_epoch(history),
     }
     if directory:
-        from cnnbuilder.plots import plot_history
+        from cnnbuilder.plots.history import plot_history
 
         plot_history(history, directory / runs.HISTORY_PNG, title=f"{spec.recipe_name} on {data.name}")
         runs.atomic_write_json(directory / runs.METRICS, metrics)
@@ -161,7 +161,7 @@ class _RunSpec:
             **self.identity(),
             "class_names": self.class_names,
             "classes": self.classes,
-            # What serving must do to a raw uint8 image (see cnnbuilder.data.to_model_input).
+            # What serving must do to a raw uint8 image (see cnnbuilder.data.datasets.to_model_input).
             "preprocessing": {"scale": 255.0, "resize": "bilinear", "channels": self.input_shape[-1]},
             "mixed_precision": self.mixed_precision,
             "jit": self.jit,
@@ -218,7 +218,7 @@ def _model_for(spec: _RunSpec, recipe_or_model, directory, state) -> keras.Model
     if checkpoint:
         path = directory / runs.RESUME_DIR / checkpoint
         try:
-            import cnnbuilder.layers  # noqa: F401  (registers custom layers, if any)
+            import cnnbuilder.model.layers  # noqa: F401  (registers custom layers, if any)
         except ImportError:
             pass
         try:
@@ -230,7 +230,7 @@ def _model_for(spec: _RunSpec, recipe_or_model, directory, state) -> keras.Model
             ) from None
     if isinstance(recipe_or_model, keras.Model):
         return recipe_or_model
-    from cnnbuilder.builder import build
+    from cnnbuilder.model.builder import build
 
     return build(recipe_or_model, input_shape=spec.input_shape, classes=spec.classes,
                  **spec.recipe_params)
@@ -259,7 +259,7 @@ def _pipelines(data: Dataset, spec: _RunSpec) -> dict:
 
 
 def _steps_per_epoch(data: Dataset, spec: _RunSpec) -> int:
-    from cnnbuilder.data import split_size
+    from cnnbuilder.data.datasets import split_size
 
     size = split_size(data.train)
     if not size:
@@ -308,7 +308,7 @@ def _best_model(model, directory) -> keras.Model:
     if directory is None or not (directory / runs.MODEL).exists():
         return model
     try:
-        import cnnbuilder.layers  # noqa: F401
+        import cnnbuilder.model.layers  # noqa: F401
     except ImportError:
         pass
     best = keras.saving.load_model(directory / runs.MODEL, compile=False)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from keras import layers
 
-from cnnbuilder.blocks import register
-from cnnbuilder.layers import DenseLayerBottleneck  # also registers it for .keras loading
+from cnnbuilder.model.blocks import register
+from cnnbuilder.model.layers import DenseLayerBottleneck  # also registers it for .keras loading
 
 
 def dense_layer(x, *, nn, name, growth_rate, bn_size, bottleneck, dropout):

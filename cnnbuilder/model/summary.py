@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import keras
 
 from cnnbuilder.recipe import Plan
-from cnnbuilder.units import format_count  # noqa: F401  (re-exported)
+from cnnbuilder.recipe.units import format_count  # noqa: F401  (re-exported)
 
 
 def layer_macs(layer) -> int:

@@ -152,7 +152,7 @@ def preprocess_uint8(
     `tf.image.rgb_to_grayscale`'s weights); divide by `scale`; resize to (H, W) with
     `tf.image.resize(method, antialias)` only when the size differs; clip to [0, 1].
 
-    The defaults match `cnnbuilder.data.to_model_input`, the conversion the training
+    The defaults match `cnnbuilder.data.datasets.to_model_input`, the conversion the training
     pipeline applies (antialiasing only changes downscaling). Pure TF ops.
     """
     height, width, channels = _static_input_shape(input_shape)

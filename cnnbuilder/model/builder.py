@@ -8,8 +8,8 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from cnnbuilder.blocks import BLOCK_FUNCTIONS
-from cnnbuilder.blocks.factory import LayerFactory
+from cnnbuilder.model.blocks import BLOCK_FUNCTIONS
+from cnnbuilder.model.factory import LayerFactory
 from cnnbuilder.errors import RecipeError, WeightsError
 from cnnbuilder.recipe import Plan, Recipe
 from cnnbuilder.recipe.vocabulary import ACTIVATIONS
@@ -59,7 +59,7 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
     model = keras.Model(inputs, outputs, name=name or recipe.name)
 
     if weights is not None:
-        from cnnbuilder.weights import load_weights
+        from cnnbuilder.model.weights import load_weights
 
         load_weights(model, weights, recipe=recipe, include_top=include_top, plan=plan)
     return model

@@ -1,7 +1,7 @@
 """Hyperparameter search with KerasTuner over the `tune:` section of a recipe.
 
 `HyperRecipe` is a `keras_tuner.HyperModel`: it declares the recipe's search space
-(`cnnbuilder.tuning_space`), and builds and compiles the recipe's network for one set of
+(`cnnbuilder.recipe.search_space`), and builds and compiles the recipe's network for one set of
 values. `tune()` runs a whole search into an output directory::
 
     DIR/tuning.json        every trial (trial_id, hyperparameters, status, score, params,
@@ -62,11 +62,11 @@ from keras_tuner.src.distribute import utils as dist_utils
 from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine import tuner_utils
 
-from cnnbuilder import runs
-from cnnbuilder.data import Dataset, load_dataset, make_pipeline, split_size
+from cnnbuilder.training import rundir as runs
+from cnnbuilder.data.datasets import Dataset, load_dataset, make_pipeline, split_size
 from cnnbuilder.errors import CnnBuilderError, DataError, RecipeError, RunError
-from cnnbuilder.training_config import TrainingConfig, training_config
-from cnnbuilder.tuning_space import FORMS, SearchSpace, check_reachable, recipe_space
+from cnnbuilder.recipe.training import TrainingConfig, training_config
+from cnnbuilder.recipe.search_space import FORMS, SearchSpace, check_reachable, recipe_space
 from cnnbuilder.zoo import load_recipe
 
 TUNERS = ("random", "bayesian", "hyperband")
@@ -124,7 +124,7 @@ class HyperRecipe(kt.HyperModel):
     `build(hp)` returns a compiled model; it raises `TrialSkipped` (a KerasTuner
     `FailedTrialError`, so the trial is recorded as failed without retries) when the
     recipe rejects the values. `fit(hp, model, data, ...)` accepts a
-    `cnnbuilder.data.Dataset` (batch size and augmentation come from the trial) or what
+    `cnnbuilder.data.datasets.Dataset` (batch size and augmentation come from the trial) or what
     `model.fit` accepts.
     """
 
@@ -198,14 +198,14 @@ class HyperRecipe(kt.HyperModel):
         reason = self.check(params, training)
         if reason is not None:
             raise TrialSkipped(reason)
-        from cnnbuilder.builder import build
+        from cnnbuilder.model.builder import build
 
         model = build(self.recipe, input_shape=self.input_shape, classes=self.classes, **params)
         count = int(model.count_params())
         if self.max_params is not None and count > self.max_params:
             raise TrialSkipped(f"{count:,} parameters, over the budget of {self.max_params:,} "
                                "(max_params)", params=count)
-        from cnnbuilder.training import _compile
+        from cnnbuilder.training.engine import _compile
 
         _compile(model, self.training_config(training), 1000, False)
         return model
@@ -216,7 +216,7 @@ class HyperRecipe(kt.HyperModel):
         data = args[0] if args else kwargs.pop("x", None)
         seed = kwargs.pop("seed", 0)
         if isinstance(data, Dataset):
-            from cnnbuilder.training import DATASET_AUGMENTATION, _compile
+            from cnnbuilder.training.engine import DATASET_AUGMENTATION, _compile
 
             augment = self.augment
             if augment is None:
@@ -712,7 +712,7 @@ def tune(recipe, *, dataset="digits", output, tuner="random", max_trials=10, epo
                 result["retrained"] = _retrain(hyper, data, best, directory, retrain_epochs, seed,
                                                overwrite, quiet)
     result["seconds"] = round(time.perf_counter() - started, 2)
-    from cnnbuilder.tuning_plots import plot_tuning
+    from cnnbuilder.plots.tuning import plot_tuning
 
     plot_tuning(result, directory / TUNING_PNG)
     runs.atomic_write_json(directory / TUNING_JSON, result)  # the commit point
@@ -920,10 +920,10 @@ def _best_values(hyper: HyperRecipe, best: dict) -> tuple[dict, dict]:
 def _save_best(search: _RecipeTuner, hyper: HyperRecipe, data: Dataset, best: dict,
                directory: Path, settings: dict) -> str:
     """best/model.keras (the best epoch of the best trial), run.json and metrics.json."""
-    from cnnbuilder.training import _RunSpec
+    from cnnbuilder.training.engine import _RunSpec
 
-    from cnnbuilder.builder import build
-    from cnnbuilder.training import _compile
+    from cnnbuilder.model.builder import build
+    from cnnbuilder.training.engine import _compile
 
     params, training = _best_values(hyper, best)
     config = hyper.training_config(training)
@@ -979,7 +979,7 @@ def _retrain(hyper: HyperRecipe, data: Dataset, best: dict, directory: Path, epo
 
 
 def _train_best(hyper, data, params, training, output, epochs, seed, overwrite, quiet) -> dict:
-    from cnnbuilder.training import train
+    from cnnbuilder.training.engine import train
 
     result = train(_recipe_with_training(hyper, training), data, output=output, epochs=epochs,
                    params=params, input_shape=hyper.input_shape, seed=seed,

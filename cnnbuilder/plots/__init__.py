@@ -1,0 +1,2 @@
+"""Pictures: training history, tuning results and architecture diagrams (matplotlib
+`Figure` objects, never a global backend switch)."""
