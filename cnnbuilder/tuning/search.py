@@ -806,7 +806,7 @@ def _settings(hyper: HyperRecipe, data: Dataset, tuner, objective, epochs, max_p
         "input_shape": list(hyper.input_shape), "classes": hyper.classes, "dataset": data.name,
         "tuner": tuner, "objective": objective, "epochs": epochs, "max_params": max_params,
         "seed": seed,
-    }, default=runs._plain))
+    }, default=runs.plain))
 
 
 def _prepare_directory(directory: Path, settings: dict, *, overwrite: bool, role: str) -> None:
