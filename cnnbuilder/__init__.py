@@ -15,8 +15,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from cnnbuilder.errors import (  # noqa: E402
     CnnBuilderError,
     DataError,
+    ExportError,
     RecipeError,
     RunError,
+    TuningError,
     WeightsError,
 )
 from cnnbuilder.zoo import list_recipes, load_recipe  # noqa: E402
@@ -27,7 +29,7 @@ _LAZY = {
     "build": "cnnbuilder.model",
     "stage_outputs": "cnnbuilder.model",
     "transfer_weights": "cnnbuilder.model",
-    "load_model": "cnnbuilder.saving",
+    "load_model": "cnnbuilder.training.saving",
     "train": "cnnbuilder.training",
     "HyperRecipe": "cnnbuilder.tuning",
     "tune": "cnnbuilder.tuning",
@@ -43,7 +45,11 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'cnnbuilder' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
-    "CnnBuilderError", "DataError", "RecipeError", "RunError", "WeightsError",
-    "list_recipes", "load_recipe", *_LAZY,
+    "CnnBuilderError", "DataError", "ExportError", "RecipeError", "RunError", "TuningError",
+    "WeightsError", "list_recipes", "load_recipe", *_LAZY,
 ]

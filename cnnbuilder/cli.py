@@ -1,5 +1,10 @@
-"""The `cnnbuilder` command line. Every command exits non-zero with a one-paragraph
-message (no traceback) when its input is bad."""
+"""The `cnnbuilder` command line: argument parsing and messages; every command calls the
+Python API.
+
+Every failure ends in one paragraph on stderr, never a traceback: exit status 2 for bad
+input (a `CnnBuilderError`, or a file the system refuses), 1 for an internal failure, with
+a hint to rerun with ``--debug``, which shows the traceback instead.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +13,25 @@ import sys
 
 import yaml
 
-from cnnbuilder.errors import CnnBuilderError
+from cnnbuilder.errors import CnnBuilderError, UsageError
+
+# Exit statuses (DESIGN.md §5).
+BAD_INPUT, INTERNAL_FAILURE, INTERRUPTED = 2, 1, 130
 
 
-class UsageError(CnnBuilderError):
-    """A command-line argument is malformed."""
-
-
-def parse_assignments(items: list[str] | None) -> dict:
-    """`--set growth_rate=12 --set blocks=[6,12,32,32]` -> {"growth_rate": 12, ...}."""
+def parse_assignments(items: list[str] | None, option: str = "--set") -> dict:
+    """`--set growth_rate=12 --set blocks=[6,12,32,32]` -> {"growth_rate": 12, ...}
+    (values are read as YAML: numbers, true/false, lists)."""
     values = {}
+    example = "growth_rate=12" if option == "--set" else "learning_rate=0.01"
     for item in items or []:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--set expects NAME=VALUE (for example --set growth_rate=12), got {item!r}.")
+            raise UsageError(f"{option} expects NAME=VALUE (for example {option} {example}), got {item!r}.")
         try:
             values[key.strip()] = yaml.safe_load(text)
         except yaml.YAMLError:
-            raise UsageError(f"--set {key}: cannot read the value {text!r} (write numbers, true/false or [1, 2, 3]).") from None
+            raise UsageError(f"{option} {key}: cannot read the value {text!r} (write numbers, true/false or [1, 2, 3]).") from None
     return values
 
 
@@ -161,10 +167,11 @@ def parse_augment(text: str | None):
 
 
 def cmd_train(args) -> int:
-    from cnnbuilder.training.engine import train
+    from cnnbuilder.training import train
 
     result = train(
-        args.recipe, args.dataset, output=args.output, epochs=args.epochs,
+        args.recipe, args.dataset, output=args.output, training=parse_assignments(args.training, "--training"),
+        epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate,
         params=parse_assignments(args.set), input_shape=parse_shape(args.input_shape),
         augment=parse_augment(args.augment), optimizer=args.optimizer, schedule=args.schedule,
@@ -245,11 +252,16 @@ def add_dataset_arguments(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the traceback of a failure")
     parser = argparse.ArgumentParser(
-        prog="cnnbuilder",
+        prog="cnnbuilder", parents=[debug],
         description="Build, study, train, tune and export classic CNNs from YAML recipes.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_parser = commands.add_parser
+    commands.add_parser = lambda *a, **k: add_parser(*a, parents=[debug], **k)
 
     p = commands.add_parser("list", help="list the shipped recipes")
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'resnet*'")
@@ -266,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train a recipe on a dataset (resumable)")
     p.add_argument("recipe", help="recipe name or path to a .yaml file")
     add_dataset_arguments(p)
+    p.add_argument("--training", action="append", metavar="NAME=VALUE",
+                   help="override a setting of the recipe's training: section (e.g. learning_rate=0.01)")
     p.add_argument("--learning-rate", type=positive_float, help="initial learning rate")
     p.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "rmsprop"))
     p.add_argument("--schedule", choices=("cosine", "step", "constant"))
@@ -341,18 +355,41 @@ def _import_tensorflow_quietly() -> None:
         os.close(devnull)
 
 
+# What the operating system refuses (a missing file, no permission, a full disk) is the
+# user's to fix, like a CnnBuilderError.
+_BAD_INPUT = (CnnBuilderError, FileNotFoundError, PermissionError, IsADirectoryError,
+              NotADirectoryError, FileExistsError)
+
+
+def _one_paragraph(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        text = f"{exc.strerror}{where}"
+    return text or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
     if args.command != "list":
         _import_tensorflow_quietly()
     try:
         return args.run(args)
-    except CnnBuilderError as exc:
-        print(f"cnnbuilder {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"cnnbuilder {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one paragraph
+        if debug:
+            raise
+        if isinstance(exc, _BAD_INPUT):
+            print(f"cnnbuilder {args.command}: error: {_one_paragraph(exc)}", file=sys.stderr)
+            return BAD_INPUT
+        print(f"cnnbuilder {args.command}: internal error: {type(exc).__name__}: "
+              f"{_one_paragraph(exc)[:2000]} This is a failure of cnnbuilder or a library it "
+              "uses, not of your input; rerun the command with --debug to see the traceback, "
+              "and report it.", file=sys.stderr)
+        return INTERNAL_FAILURE
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ HISTORY_PNG = "history.png"
 MODEL = "model.keras"
 RESUME_DIR = "resume"
 LOGS_DIR = "logs"
+BEST_DIR = "best"  # of a search directory: the best trial as a run directory
 RUN_FILES = (STATE, RUN, METRICS, HISTORY_CSV, HISTORY_PNG, MODEL)
 
 

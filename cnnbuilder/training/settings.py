@@ -1,0 +1,110 @@
+"""`RunSettings`: everything a training run is, checked before anything is written.
+
+The settings come from the recipe's `training:` section (the paper's training) with the
+caller's overrides on top; the dataset decides the default augmentation only where the
+recipe's would be wrong for it (see `DATASET_AUGMENTATION`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+
+from cnnbuilder.data import Dataset
+try:  # TEMPORARY until data/preprocess.py lands
+    from cnnbuilder.data.preprocess import preprocessing_config
+except ImportError:  # pragma: no cover
+    def preprocessing_config(input_shape):
+        return {"scale": 255.0, "resize": "bilinear", "channels": input_shape[-1]}
+from cnnbuilder.errors import DataError
+from cnnbuilder.recipe.training import TrainingConfig, training_config
+from cnnbuilder.zoo import load_recipe
+
+# Digits are handwriting: flips would turn them into other symbols, and the 4-pixel crop
+# of CIFAR moves an 8x8 digit (upscaled to 32x32) too far; small shifts only.
+DATASET_AUGMENTATION = {"digits": ("translate",)}
+
+
+def default_augment(dataset_name: str, config: TrainingConfig) -> tuple:
+    """The augmentation of a run whose caller did not choose one."""
+    return tuple(DATASET_AUGMENTATION.get(dataset_name, config.augment))
+
+
+def steps_per_epoch(data: Dataset, batch_size: int) -> int:
+    """Optimizer steps in one epoch over the training split (the last batch may be
+    partial); 1000 where a streamed split does not know its size."""
+    size = data.sizes["train"]
+    if not size:
+        return 1000
+    return max(1, -(-size // batch_size))
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """A checked training run: the network, its data and how it is trained."""
+
+    recipe_name: str
+    recipe_params: dict
+    input_shape: tuple
+    classes: int
+    config: TrainingConfig
+    augment: tuple
+    dataset: str
+    class_names: tuple
+    seed: int
+    mixed_precision: bool
+    jit: bool
+
+    @classmethod
+    def create(cls, recipe_or_model, data: Dataset, *, params: dict | None = None,
+               input_shape=None, training: dict | None = None, seed: int = 0,
+               mixed_precision: bool = False, jit: bool = False) -> "RunSettings":
+        """Check a recipe (or a Keras model) against the data and the training overrides.
+
+        `training` overrides the recipe's `training:` section (None values are ignored);
+        an ``augment`` among them replaces the dataset's default augmentation.
+        """
+        training = {k: v for k, v in (training or {}).items() if v is not None}
+        if isinstance(recipe_or_model, keras.Model):
+            shape = tuple(recipe_or_model.inputs[0].shape[1:])
+            outputs = recipe_or_model.outputs[0].shape[-1]
+            if outputs != data.num_classes:
+                raise DataError(
+                    f"the model {recipe_or_model.name} has {outputs} outputs but the dataset "
+                    f"{data.name} has {data.num_classes} classes."
+                )
+            name, section, resolved = recipe_or_model.name, {}, {}
+        else:
+            recipe = load_recipe(recipe_or_model)
+            shape = tuple(input_shape) if input_shape else recipe.default_input_shape
+            # Checks params and shapes before anything is written.
+            resolved = recipe.plan(input_shape=shape, classes=data.num_classes, **(params or {})).params
+            name, section = recipe.name, recipe.training
+        config = training_config(section, where=f"training settings of {name}", **training)
+        augment = config.augment if "augment" in training else default_augment(data.name, config)
+        return cls(name, dict(resolved), shape, data.num_classes, config, tuple(augment),
+                   data.name, tuple(data.class_names), seed, mixed_precision, jit)
+
+    def identity(self) -> dict:
+        """What must match for a rerun to continue this run rather than start over."""
+        return {
+            "recipe": self.recipe_name, "params": self.recipe_params,
+            "input_shape": list(self.input_shape), "dataset": self.dataset,
+            "training": self.config.to_dict(), "augment": list(self.augment), "seed": self.seed,
+        }
+
+    def record(self) -> dict:
+        """What run.json holds besides the identity: what serving and resuming need."""
+        import tensorflow as tf
+
+        return {
+            "class_names": list(self.class_names),
+            "classes": self.classes,
+            # Everything serving needs to turn a raw uint8 image into this model's input
+            # (read back by cnnbuilder.data.preprocess_from_config).
+            "preprocessing": preprocessing_config(self.input_shape),
+            "mixed_precision": self.mixed_precision,
+            "jit": self.jit,
+            "versions": {"keras": keras.__version__, "tensorflow": tf.__version__},
+        }
