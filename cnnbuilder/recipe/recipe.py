@@ -7,6 +7,8 @@ from typing import Any
 from cnnbuilder.errors import RecipeError
 from cnnbuilder.recipe.document import Document
 from cnnbuilder.recipe.resolve import Plan, resolve
+from cnnbuilder.recipe.training import check_settings
+from cnnbuilder.recipe.vocabulary import did_you_mean
 
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
 DEFAULT_CLASSES = 1000
@@ -15,10 +17,16 @@ METADATA_KEYS = {
     "source": str, "keras_application": str, "keras_weights": dict, "macs": (int, float),
     "min_input": int, "notes": str,
 }
+# The numbers have a least value: a count is >= 0, a number of classes or pixels >= 1.
+METADATA_MINIMUM = {"params": 0, "trainable_params": 0, "macs": 0, "classes": 1, "min_input": 1}
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}
 
 
 class Recipe:
-    """A recipe after `extends` is applied and every block checked with its default params."""
+    """A recipe after `extends` is applied, its `metadata:` and `training:` checked and every
+    block checked with its default params: a broken recipe fails when it is loaded, with file,
+    line and field."""
 
     def __init__(self, document: Document):
         self.document = document
@@ -33,20 +41,32 @@ class Recipe:
                 raise document.error((section,), f"expected a mapping, got {data[section]!r}.")
         # A child recipe removes an inherited entry by setting it to null.
         self.metadata: dict = {k: v for k, v in (data.get("metadata") or {}).items() if v is not None}
-        self.training: dict = data.get("training") or {}
-        self.tune: dict = data.get("tune") or {}
         self._check_metadata()
+        self.training: dict = check_settings(
+            {k: v for k, v in (data.get("training") or {}).items() if v is not None},
+            lambda key, message: document.error(("training", key), message),
+        )
+        self.tune: dict = data.get("tune") or {}
         # Validate now, with the defaults, so a broken recipe fails when it is loaded.
         self.default_plan = self.plan()
 
     def _check_metadata(self) -> None:
         meta = self.metadata
         for key, value in meta.items():
-            expected = METADATA_KEYS.get(key)
-            if expected is not None and not isinstance(value, expected):
+            if key not in METADATA_KEYS:
                 raise self.document.error(
-                    ("metadata", key), f"expected {getattr(expected, '__name__', expected)}, got {value!r}."
+                    ("metadata", key),
+                    f"unknown metadata key {key!r}. Known: {', '.join(METADATA_KEYS)}."
+                    + did_you_mean(key, METADATA_KEYS),
                 )
+            expected = METADATA_KEYS[key]
+            types = expected if isinstance(expected, tuple) else (expected,)
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                names = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+                raise self.document.error(("metadata", key), f"{key} = {value!r}: expected {names}.")
+            if key in METADATA_MINIMUM and value < METADATA_MINIMUM[key]:
+                raise self.document.error(("metadata", key), f"{key} = {value!r}: expected a number "
+                                                              f">= {METADATA_MINIMUM[key]}.")
         shape = meta.get("input_shape")
         if shape is not None and not (
             len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape)
