@@ -87,12 +87,12 @@ def expand_row(document: Document, path: tuple, row, names: dict) -> list[BlockI
     if unit not in UNITS:
         raise document.error(paths["unit"], f"unknown residual unit {unit!r}; a row's unit is one of "
                                             f"{', '.join(UNITS)}." + did_you_mean(unit, UNITS))
-    numbers = {}
+    numbers, told = {}, {}
     for key in ("count", "stride"):
         raw, number = value(key)
+        told[key] = f"{key} = {number!r}{origin(raw, names)}"
         if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-            raise document.error(paths[key], f"residual row {key} = {number!r}{origin(raw, names)}: "
-                                             "expected integer >= 1.")
+            raise document.error(paths[key], f"residual row {told[key]}: expected integer >= 1.")
         numbers[key] = number
     count, stride = numbers["count"], numbers["stride"]
     _, stride_at = value("stride_at", "first")
@@ -104,13 +104,13 @@ def expand_row(document: Document, path: tuple, row, names: dict) -> list[BlockI
                                              f"{key!r} is not a unit field here.")
     if unit == "identity" and stride != 1:
         raise document.error(paths["stride"], f"identity units keep the shape, so an identity row has "
-                                              f"stride 1, got {stride}; use convolutional or bottleneck.")
+                                              f"stride 1, got {told['stride']}; use convolutional or bottleneck.")
     if stride_at == "last" and unit != "convolutional":
         raise document.error(paths["stride_at"], "stride_at: last is for convolutional rows (the "
                                                  "first unit projects, the last subsamples).")
     if stride_at == "last" and stride > 1 and count < 2:
         raise document.error(paths["count"], f"stride_at: last needs count >= 2 (a projecting first "
-                                             f"unit and a subsampling last one), got {count}.")
+                                             f"unit and a subsampling last one), got {told['count']}.")
 
     fields = {k: v for k, v in entries.items() if k not in RESERVED}
     fields["filters"] = entries["filters"]
