@@ -45,7 +45,7 @@ def test_training_config_from_recipe_and_overrides():
 
 
 def test_learning_rate_schedules():
-    from cnnbuilder.training.engine import learning_rate_schedule
+    from cnnbuilder.training import learning_rate_schedule
 
     step = learning_rate_schedule(training_config({"schedule": "step", "epochs": 4}), 10)
     assert [float(step(i)) for i in (0, 19, 21, 31)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
