@@ -216,3 +216,46 @@ def test_diagram_labels_and_connections_follow_the_plan():
     assert [shortcut_kind(step) for step in stage("resnext50_32x4d", "conv3")[0].steps] == [
         "projection", "identity", "identity", "identity"]
     assert [segment_label(s) for s in stage("googlenet", "inception4")] == ["max pool 3×3/2", "inception ×5"]
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+def test_an_internal_failure_is_one_paragraph_exit_1_with_a_debug_hint(capsys, monkeypatch):
+    import cnnbuilder.cli as cli
+
+    def broken(args):
+        raise ValueError("a Keras shape mismatch\nspread over lines")
+
+    monkeypatch.setattr(cli, "cmd_list", broken)
+    code, out, err = run(capsys, "list")
+    assert code == 1
+    assert "Traceback" not in err
+    assert err.startswith("cnnbuilder list: internal error: ValueError: a Keras shape mismatch spread over lines")
+    assert "--debug" in err and len(err.strip().splitlines()) == 1
+
+
+def test_debug_shows_the_traceback_of_any_failure(monkeypatch):
+    import cnnbuilder.cli as cli
+
+    def broken(args):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(cli, "cmd_list", broken)
+    for argv in (["--debug", "list"], ["list", "--debug"]):
+        with pytest.raises(ValueError, match="boom"):
+            main(argv)
+    with pytest.raises(cnnbuilder.RecipeError):  # a user's error too, with --debug
+        main(["show", "no_such_recipe", "--debug"])
+
+
+def test_what_the_system_refuses_is_bad_input_exit_2(capsys, monkeypatch):
+    import cnnbuilder.cli as cli
+
+    def refused(args):
+        raise PermissionError(13, "Permission denied", "/root/runs/r20/metrics.json")
+
+    monkeypatch.setattr(cli, "cmd_list", refused)
+    code, _, err = run(capsys, "list")
+    assert code == 2
+    assert err.strip() == "cnnbuilder list: error: Permission denied: /root/runs/r20/metrics.json"
