@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import keras
 
@@ -13,8 +14,10 @@ def _gpus() -> list:
     return tf.config.list_physical_devices("GPU")
 
 
+@functools.lru_cache(maxsize=1)
 def strategy():
-    """`MirroredStrategy` over all visible GPUs when there are several, else the default."""
+    """`MirroredStrategy` over all visible GPUs when there are several, else the default;
+    one per process, so a model is built, compiled and trained under the same one."""
     import tensorflow as tf
 
     return tf.distribute.MirroredStrategy() if len(_gpus()) > 1 else tf.distribute.get_strategy()

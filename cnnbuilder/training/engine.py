@@ -72,7 +72,8 @@ class Job:
 
     def compile(self, model: keras.Model) -> None:
         """Compile `model` with the job's optimizer, schedule, loss and metrics."""
-        compile_model(model, self.config, self.steps_per_epoch, jit=self.settings.jit)
+        with distribution.strategy().scope():
+            compile_model(model, self.config, self.steps_per_epoch, jit=self.settings.jit)
 
     @cached_property
     def pipelines(self) -> dict:
@@ -214,7 +215,8 @@ def _resumed_model(directory: Path, state: dict) -> keras.Model:
     import cnnbuilder.model.layers  # noqa: F401  (registers the custom layers for loading)
 
     try:
-        return keras.saving.load_model(path, compile=True)
+        with distribution.strategy().scope():
+            return keras.saving.load_model(path, compile=True)
     except Exception as exc:  # noqa: BLE001 - a corrupt or truncated checkpoint
         raise RunError(
             f"the checkpoint {path} of the unfinished run cannot be loaded ({exc}); "
