@@ -1,4 +1,6 @@
-"""Tests of cnnbuilder.data.datasets: dataset specs, splits, and the tf.data input pipeline.
+"""Tests of cnnbuilder.data: dataset specs, splits, and the tf.data input pipeline.
+
+The conversion to model input itself (`preprocess`) is tested in test_preprocess.py.
 
 No network: tfds is exercised with `tfds.testing.mock_data` over metadata written to a
 temporary data_dir, folders with images written by PIL into tmp_path.
@@ -12,14 +14,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from cnnbuilder.data.datasets import (
-    AUGMENTATIONS,
-    Dataset,
-    load_dataset,
-    make_pipeline,
-    split_size,
-    to_model_input,
-)
+from cnnbuilder.data import Dataset, load_dataset, make_pipeline, preprocess, split_size
+from cnnbuilder.data.augment import AUGMENTATIONS
 from cnnbuilder.errors import DataError
 
 
@@ -106,53 +102,41 @@ def test_eval_pipeline_converts_scales_adapts_channels_and_resizes(digits):
     assert [int(b[0].shape[0]) for b in pipeline][-1] == 360 % 64
 
 
-def test_eval_pipeline_is_to_model_input(digits):
+def test_eval_pipeline_is_preprocess(digits):
     x, _ = first_batch(
         make_pipeline(digits.test, input_shape=(40, 40, 3), batch_size=16, training=False)
     )
-    expected = to_model_input(digits.test[0][:16], (40, 40, 3)).numpy()
+    expected = preprocess(digits.test[0][:16], (40, 40, 3)).numpy()
     assert np.array_equal(x, expected)
 
 
-def test_to_model_input_scales_without_resizing_when_sizes_match(digits):
-    images = digits.test[0][:4]
-    out = to_model_input(images, (32, 32, 1))
-    assert out.dtype == tf.float32
-    np.testing.assert_allclose(out.numpy(), images / 255.0, atol=1e-7)
-    single = to_model_input(images[0], (32, 32, 1))
-    assert single.shape == (32, 32, 1)
+@pytest.mark.parametrize("normalization", ["tf", "torch", "caffe"])
+def test_pipeline_normalizes_after_augmenting(digits, normalization):
+    def first(augment, mode):
+        return first_batch(make_pipeline(
+            digits.train, input_shape=(32, 32, 3), batch_size=32, training=True,
+            augment=augment, seed=1, normalization=mode,
+        ))[0]
+
+    evaluation, _ = first_batch(make_pipeline(
+        digits.test, input_shape=(32, 32, 3), batch_size=16, training=False,
+        normalization=normalization,
+    ))
+    assert np.array_equal(
+        evaluation, preprocess(digits.test[0][:16], (32, 32, 3), normalization=normalization)
+    )
+    # Augmented in [0, 1] (zero padding is black), then normalized like preprocess does.
+    unit = first(["crop"], "unit")
+    black = preprocess(np.zeros((1, 1, 3), np.uint8), (1, 1, 3), normalization=normalization)
+    white = preprocess(np.full((1, 1, 3), 255, np.uint8), (1, 1, 3), normalization=normalization)
+    expected = black.numpy() + unit * (white.numpy() - black.numpy())
+    np.testing.assert_allclose(first(["crop"], normalization), expected, rtol=1e-5, atol=1e-4)
 
 
-def test_to_model_input_works_in_a_serving_signature():
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
-    def serve(images):
-        return to_model_input(images, (24, 24, 1))
-
-    out = serve(tf.fill([2, 10, 14, 3], tf.constant(255, tf.uint8)))
-    assert out.shape == (2, 24, 24, 1)
-    np.testing.assert_allclose(out.numpy(), 1.0, atol=1e-3)
-
-
-@pytest.mark.parametrize(
-    ("source", "target", "expected"),
-    [
-        (1, 3, lambda x: np.repeat(x, 3, axis=-1)),
-        (3, 1, lambda x: tf.image.rgb_to_grayscale(x).numpy()),
-        (4, 3, lambda x: x[..., :3]),
-        (2, 1, lambda x: x[..., :1]),
-        (4, 1, lambda x: tf.image.rgb_to_grayscale(x[..., :3]).numpy()),
-    ],
-)
-def test_channel_adaptation(source, target, expected):
-    images = np.random.default_rng(0).integers(0, 256, (3, 6, 6, source), dtype=np.uint8)
-    out = to_model_input(images, (6, 6, target)).numpy()
-    assert out.shape == (3, 6, 6, target)
-    np.testing.assert_allclose(out, expected(images / np.float32(255)), atol=1e-6)
-
-
-def test_unsupported_channel_adaptation_raises():
-    with pytest.raises(DataError, match="channels"):
-        to_model_input(np.zeros((1, 4, 4, 1), np.uint8), (4, 4, 4))
+def test_pipeline_refuses_an_unknown_normalization(digits):
+    with pytest.raises(DataError, match="normalization"):
+        make_pipeline(digits.test, input_shape=(32, 32, 3), batch_size=8, training=False,
+                      normalization="imagenet")
 
 
 def test_training_pipeline_shuffles_deterministically_by_seed(digits):

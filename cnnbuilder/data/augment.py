@@ -1,0 +1,96 @@
+"""Augmentations of model-input batches: random crop (CIFAR), flip, translate.
+
+Each takes a float32 batch (N, H, W, C) in [0, 1] at model-input size and a stateless
+seed of shape (2,), and returns a batch of the same shape; the pipeline applies them
+before the normalization step of `preprocess`, so zero padding is black.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import tensorflow as tf
+
+from cnnbuilder.errors import DataError
+
+__all__ = ["AUGMENTATIONS", "augment_batches", "augmentation_names"]
+
+
+def _random_shift(images: tf.Tensor, pad: int, seed: tf.Tensor) -> tf.Tensor:
+    """Zero-pad each image by `pad` pixels and crop back to size at a random offset.
+
+    Each image of the batch gets its own offset, drawn statelessly from `seed`.
+    """
+    shape = tf.shape(images)
+    batch, height, width = shape[0], shape[1], shape[2]
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    offsets = tf.random.stateless_uniform(
+        [batch, 2], seed=seed, minval=0, maxval=2 * pad + 1, dtype=tf.int32
+    )
+    rows = offsets[:, :1] + tf.range(height)[tf.newaxis]
+    cols = offsets[:, 1:] + tf.range(width)[tf.newaxis]
+    shifted = tf.gather(padded, rows, axis=1, batch_dims=1)
+    shifted = tf.gather(shifted, cols, axis=2, batch_dims=1)
+    return tf.ensure_shape(shifted, images.shape)
+
+
+def _augment_crop(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """CIFAR augmentation (He et al. 2016): zero-pad 4 pixels, random crop back to size."""
+    return _random_shift(images, 4, seed)
+
+
+def _augment_flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Random horizontal flip, independently per image."""
+    return tf.image.stateless_random_flip_left_right(images, seed=seed)
+
+
+def _augment_translate(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Random shifts of up to 2 pixels with zero fill (digits: no flips)."""
+    return _random_shift(images, 2, seed)
+
+
+# See the module docstring for the signature. Pixel counts are model-input pixels.
+AUGMENTATIONS: dict[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = {
+    "crop": _augment_crop,
+    "flip": _augment_flip,
+    "translate": _augment_translate,
+}
+
+
+def augmentation_names(augment) -> list[str]:
+    """Normalize `augment` (None, a name or a list of names) to a list of known names."""
+    if augment is None:
+        return []
+    names = [augment] if isinstance(augment, str) else augment
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise DataError(
+            f"augment must be None, a name or a list of names from "
+            f"{sorted(AUGMENTATIONS)}, got {augment!r}."
+        )
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise DataError(
+            f"Unknown augmentation {', '.join(map(repr, unknown))}; choose from "
+            f"{', '.join(sorted(AUGMENTATIONS))}."
+        )
+    return list(names)
+
+
+def augment_batches(batches: tf.data.Dataset, names: list[str], seed: int) -> tf.data.Dataset:
+    """Apply the named augmentations to each (images, labels) batch.
+
+    Each batch gets its own stateless seed from a seeded random stream that changes every
+    epoch, yet replays with the same `seed`.
+    """
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+    def augment(batch, batch_seed):
+        images, labels = batch
+        op_seeds = tf.random.experimental.stateless_split(batch_seed, num=len(names))
+        for index, name in enumerate(names):
+            images = AUGMENTATIONS[name](images, op_seeds[index])
+        return images, labels
+
+    return tf.data.Dataset.zip(batches, seeds).map(
+        augment, num_parallel_calls=tf.data.AUTOTUNE
+    )

@@ -1,0 +1,142 @@
+"""`make_pipeline`: one split of stored images into batches a model can eat.
+
+Every image goes through `cnnbuilder.data.preprocess`, the conversion an exported model
+applies too; training batches are shuffled and augmented on the way.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from cnnbuilder.data.arrays import check_images
+from cnnbuilder.data.augment import augment_batches, augmentation_names
+from cnnbuilder.data.folders import decode_files, file_source
+from cnnbuilder.data.preprocess import (
+    check_input_shape,
+    check_normalization,
+    normalize,
+    preprocess,
+)
+from cnnbuilder.data.splits import Split, split_size
+from cnnbuilder.errors import DataError
+
+__all__ = ["make_pipeline"]
+
+# Shuffle buffer for streamed splits whose elements may be large decoded images.
+_STREAM_SHUFFLE_BUFFER = 10_000
+
+
+def make_pipeline(
+    split: Split,
+    *,
+    input_shape: Sequence[int | None],
+    batch_size: int,
+    training: bool,
+    augment: str | Sequence[str] | None = None,
+    seed: int = 0,
+    repeat: bool = False,
+    normalization: str = "unit",
+) -> tf.data.Dataset:
+    """Batches of (float32 model input shaped like `input_shape`, int labels).
+
+    Args:
+        split: ``(x, y)`` arrays or a tf.data split of a `Dataset`.
+        input_shape: the model's (H, W, C); see `preprocess`.
+        batch_size: examples per batch (the last one may be smaller).
+        training: shuffle (the whole split in memory; file names for folders; a
+            10,000-example buffer for other streams) and apply `augment` per batch,
+            deterministically given `seed` and differently each epoch. Without it the
+            order is the split's and nothing random happens.
+        augment: None, a name or a list of names of `AUGMENTATIONS` (training only).
+        seed: seed of the shuffle and of the augmentations.
+        repeat: repeat forever (pass ``steps_per_epoch`` to ``fit``).
+        normalization: the `preprocess` normalization mode (``unit``: [0, 1]).
+
+    Returns:
+        A prefetching ``tf.data.Dataset``.
+
+    Raises:
+        DataError: a bad argument or split.
+    """
+    check_normalization(normalization, check_input_shape(input_shape)[2])
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    names = augmentation_names(augment) if training else []
+    # Augmentations work in [0, 1] (their padding is black); normalization follows them.
+    convert = _convert_batch(input_shape, "unit" if names else normalization)
+    if isinstance(split, tf.data.Dataset):
+        batches = _stream_batches(split, input_shape, batch_size, training, seed, repeat, convert)
+    else:
+        batches = _array_batches(split, batch_size, training, seed, repeat, convert)
+    if names:
+        batches = augment_batches(batches, names, seed)
+        if normalization != "unit":
+            batches = batches.map(
+                lambda images, labels: (normalize(images, normalization), labels),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def _convert_batch(input_shape, normalization: str):
+    """A map function converting a uint8 (images, labels) batch to model input."""
+    def convert(images, labels):
+        return preprocess(images, input_shape, normalization=normalization), labels
+
+    return convert
+
+
+def _array_batches(split, batch_size, training, seed, repeat, convert) -> tf.data.Dataset:
+    """Batches from in-memory arrays: shuffle indices, gather whole batches, convert."""
+    try:
+        x, y = split
+    except (TypeError, ValueError):
+        raise DataError(
+            f"A split must be (x, y) NumPy arrays or a tf.data.Dataset, got "
+            f"{type(split).__name__}."
+        ) from None
+    x = check_images(np.asarray(x), "the split") if len(x) else np.asarray(x)
+    images, labels = tf.constant(x), tf.constant(np.asarray(y))
+    # Shuffling indices and gathering a batch at once is far cheaper than a shuffle
+    # buffer that copies every image one by one.
+    indices = tf.data.Dataset.range(len(y))
+    if training:
+        indices = indices.shuffle(max(len(y), 1), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        indices = indices.repeat()
+    batches = indices.batch(batch_size).map(
+        lambda i: (tf.gather(images, i), tf.gather(labels, i)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return batches.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _stream_batches(split, input_shape, batch_size, training, seed, repeat,
+                    convert) -> tf.data.Dataset:
+    """Batches from a tf.data split of unbatched (uint8 image, label)."""
+    source = file_source(split)
+    if training and source is not None:
+        paths, labels, channels, size = source
+        # Shuffle file names, then decode: no buffer of decoded images.
+        files = tf.data.Dataset.from_tensor_slices((paths.astype(str), labels))
+        files = files.shuffle(max(len(paths), 1), seed=seed, reshuffle_each_iteration=True)
+        split = decode_files(files, channels, size)
+    elif training:
+        known = split_size(split)
+        buffer = min(known, _STREAM_SHUFFLE_BUFFER) if known else _STREAM_SHUFFLE_BUFFER
+        split = split.shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        split = split.repeat()
+    image_spec = split.element_spec[0]
+    if image_spec.shape.is_fully_defined():
+        return split.batch(batch_size).map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+    # Images of different sizes must reach a common size before they can be batched.
+    if None in tuple(input_shape)[:2]:
+        raise DataError(
+            f"The images differ in size (shape {image_spec.shape}), so input_shape "
+            f"{tuple(input_shape)} needs a fixed height and width to resize them to."
+        )
+    return split.map(convert, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
