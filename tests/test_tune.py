@@ -18,9 +18,8 @@ import keras_tuner as kt
 import pytest
 
 import cnnbuilder
-from cnnbuilder.tuning import search as tuning
-from cnnbuilder.errors import CnnBuilderError, RecipeError, RunError
-from cnnbuilder.tuning.search import HyperRecipe, TrialSkipped, TuningError
+from cnnbuilder.errors import CnnBuilderError, RecipeError, RunError, TrialSkipped, TuningError
+from cnnbuilder.tuning import HyperRecipe, tf_graphs
 
 CLI = [sys.executable, "-m", "cnnbuilder.cli"]
 
@@ -65,10 +64,16 @@ def read(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def starts(directory: Path) -> list[tuple[str, str]]:
-    """(trial_id, tuner_id) of every trial start the oracle logged."""
+def starts(directory: Path) -> list[tuple[int, str]]:
+    """(trial number, tuner_id) of every trial start the oracle logged."""
     text = (directory / "search.log").read_text()
-    return re.findall(r"trial (\S+) start on (\S+)", text)
+    return [(int(n), tuner) for n, tuner in re.findall(r"trial (\d+) start on (\S+)", text)]
+
+
+def trial_records(directory: Path) -> dict[int, dict]:
+    """cnnbuilder's record of each trial in a search directory, by trial number."""
+    records = [read(p) for p in (directory / "search").glob("trial_*/cnnbuilder_trial.json")]
+    return {r["number"]: r for r in records}
 
 
 # ----------------------------------------------------------------------------- fast
@@ -155,11 +160,11 @@ def test_hyper_recipe_declares_builds_and_skips():
     with pytest.raises(TrialSkipped, match=r"parameters, over the budget of 30,000") as info:
         hyper.build(hp)
     assert info.value.params > 30_000
-    assert isinstance(info.value, kt.errors.FailedTrialError)  # KerasTuner: failed, not retried
+    assert isinstance(info.value, CnnBuilderError) and "over the budget" in info.value.reason
 
 
 def test_plot_shows_each_tuned_value_and_the_parameter_count(tmp_path):
-    from cnnbuilder.plots.tuning import plot_tuning, tuned_keys
+    from cnnbuilder.plots.tuning import panel_points, plot_tuning, tuned_keys
 
     trials = [
         {"trial_id": str(i), "hyperparameters": {"growth_rate": k, "depth": d, "blocks": [1, d],
@@ -172,6 +177,15 @@ def test_plot_shows_each_tuned_value_and_the_parameter_count(tmp_path):
               "best": trials[1], "space": {"growth_rate": {"choice": [4, 8]}, "depth": {"int": [10, 22]},
                                            "training": {"learning_rate": {"float": [0.01, 0.1], "log": True}}}}
     assert tuned_keys(result) == ["growth_rate", "depth", "training.learning_rate", "blocks"]
+    # Trials without a score are drawn on their own strip, never at a score.
+    for key in ("growth_rate", "depth", "blocks", "params"):
+        points = panel_points(trials, key)
+        assert [trial_id for _, _, trial_id in points["scored"]] == ["0", "1"]
+        assert [y for _, y, _ in points["scored"]] == [0.5, 0.7]
+    assert panel_points(trials, "depth")["skipped"] == [22]
+    assert panel_points(trials, "depth")["failed"] == [16]
+    assert panel_points(trials, "params")["failed"] == []  # a failed trial without a count
+    assert panel_points(trials, "blocks")["ticks"] == ["[1, 10]", "[1, 16]", "[1, 22]"]
     path = plot_tuning(result, tmp_path / "tuning.png")
     assert path.stat().st_size > 10_000
     from PIL import Image
@@ -213,8 +227,19 @@ def test_densenet_bc_growth_rate_and_depth_on_digits(tmp_path):
     run, metrics = read(out / "best" / "run.json"), read(out / "best" / "metrics.json")
     assert run["params"]["growth_rate"] == best["hyperparameters"]["growth_rate"]
     assert run["class_names"] == [str(i) for i in range(10)] and 0 <= metrics["test_accuracy"] <= 1
+    # best/ is a run directory of the engine: run.json holds what a training run records
+    job = cnnbuilder.training.prepare(recipe, cnnbuilder.load_dataset("digits"),
+                                      params=best["hyperparameters"], input_shape=shape,
+                                      training={"batch_size": 64, "epochs": 1})
+    expected_run = json.loads(json.dumps({**job.settings.identity(), **job.settings.record()}))
+    assert {k: run[k] for k in expected_run} == expected_run
+    assert run["tuning"]["number"] == best["number"] and metrics["epochs_run"] == 1
+    exported = cnnbuilder.export(out / "best", tmp_path / "exported" / "1")
+    assert (exported / "saved_model.pb").exists()
     assert (out / "tuning.png").stat().st_size > 10_000
-    assert sorted(t for t, _ in starts(out)) == sorted(t["trial_id"] for t in trials)  # once each
+    assert sorted(n for n, _ in starts(out)) == sorted(t["number"] for t in trials)  # once each
+    assert sorted(t["number"] for t in trials) == [1, 2, 3, 4]
+    assert all(t["number"] == int(t["trial_id"]) + 1 for t in trials)
     with pytest.raises(RunError, match="already holds a finished search"):
         cnnbuilder.tune(recipe, dataset="digits", output=out, max_trials=4, epochs=1, batch_size=64,
                         input_shape=shape)
@@ -241,8 +266,8 @@ def test_many_trials_keep_memory_flat_and_survive_skips_and_failures(tmp_path, s
     clear = keras.backend.clear_session
     monkeypatch.setattr(HyperRecipe, "fit", out_of_memory_for_variants_6_7)
     monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: (cleared.append(1), clear(*a, **k)))
-    registry = tuning._gradient_registry()
-    custom_before = sum(str(k).startswith("CustomGradient") for k in registry)
+    assert tf_graphs.gradient_registry() is not None
+    custom_before = tf_graphs.custom_gradient_count()
 
     out = tmp_path / "search"
     result = cnnbuilder.tune(recipe, dataset=small_digits, output=out, max_trials=24, epochs=1,
@@ -270,7 +295,7 @@ def test_many_trials_keep_memory_flat_and_survive_skips_and_failures(tmp_path, s
 
     # memory: sessions cleared every trial, TensorFlow's gradient registry not growing
     assert len(cleared) >= len(completed)
-    custom_after = sum(str(k).startswith("CustomGradient") for k in registry)
+    custom_after = tf_graphs.custom_gradient_count()
     assert custom_after - custom_before <= 4, "each trial's traced graphs would stay alive"
     memory = [t["memory_mb"] for t in trials if t["status"] == "completed"]
     growth = memory[-1] - memory[2]
@@ -321,22 +346,83 @@ def test_killed_search_resumes_without_redoing_finished_trials(mini, tmp_path):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    finished = re.findall(r"trial (\S+) end COMPLETED", log.read_text())
+    finished = [int(n) for n in re.findall(r"trial (\d+) end COMPLETED", log.read_text())]
     assert 2 <= len(finished) < 5, "the kill came too late to test resuming"
     assert not (out / "tuning.json").exists()
-    before = {t: read(out / "search" / f"trial_{t}" / "cnnbuilder_trial.json") for t in finished}
+    before = trial_records(out)
 
     result = subprocess.run(args, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert "5 trials (5 completed)" in result.stdout and "retrained for 1 epochs" in result.stdout
     tuning_json = read(out / "tuning.json")
     assert [t["status"] for t in tuning_json["trials"]] == ["completed"] * 5
-    started = [t for t, _ in starts(out)]
-    for trial_id in finished:  # finished before the kill: never run again
-        assert started.count(trial_id) == 1
-        record = next(t for t in tuning_json["trials"] if t["trial_id"] == trial_id)
-        assert record["seconds"] == before[trial_id]["seconds"]
-    assert sorted(set(started)) == sorted(t["trial_id"] for t in tuning_json["trials"])
+    started = [n for n, _ in starts(out)]
+    for number in finished:  # finished before the kill: never run again
+        assert started.count(number) == 1
+        record = next(t for t in tuning_json["trials"] if t["number"] == number)
+        assert record["seconds"] == before[number]["seconds"]
+    assert sorted(set(started)) == sorted(t["number"] for t in tuning_json["trials"])
     retrained = read(out / "best_retrained" / "metrics.json")
     assert retrained["epochs_run"] == 1
     assert tuning_json["retrained"]["params"] == tuning_json["best"]["params"] == retrained["params"]
+
+
+@pytest.mark.slow
+def test_messages_and_tuning_json_number_trials_as_keras_tuner_displays_them(tmp_path, small_digits,
+                                                                            capsys):
+    """"Running Trial #N" (KerasTuner's display), "Trial N skipped" (cnnbuilder's message),
+    search.log and tuning.json all call a trial by the same 1-based number."""
+    recipe = tmp_path / "mini.yaml"
+    recipe.write_text(MINI.replace("width: {int: [2, 64]}",
+                                   "width: {choice: [2, 4]}\n  variant: {choice: [1, 8]}"))
+    result = cnnbuilder.tune(recipe, dataset=small_digits, output=tmp_path / "search", max_trials=4,
+                             epochs=1, batch_size=64, seed=1)
+    printed = capsys.readouterr().out
+    trials = result["trials"]
+    skipped = [t for t in trials if t["status"] == "skipped"]
+    assert skipped and len(trials) == 4
+    running = [int(n) for n in re.findall(r"Running Trial #(\d+)", printed)]
+    assert running == [t["number"] for t in trials] == [1, 2, 3, 4]
+    for trial in skipped:  # the skip message follows that trial's own display
+        block = printed.split(f"Running Trial #{trial['number']}\n")[1].split("Running Trial #")[0]
+        assert f"Trial {trial['number']} skipped: " in block
+    assert sorted(n for n, _ in starts(tmp_path / "search")) == [1, 2, 3, 4]
+    assert read(tmp_path / "search" / "best" / "run.json")["tuning"]["number"] == result["best"]["number"]
+
+
+@pytest.mark.slow
+def test_a_plain_keras_tuner_search_compiles_each_hyper_recipe_model_once(mini, tmp_path, small_digits,
+                                                                         monkeypatch):
+    """HyperRecipe is a plain HyperModel: kt.RandomSearch builds, fits and scores it. Given
+    its dataset, each trial's model is compiled once, for that dataset's steps."""
+    compiled = []
+    compile_model = keras.Model.compile
+
+    def counting(model, *args, **kwargs):
+        compiled.append(model.name)
+        return compile_model(model, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "compile", counting)
+    hyper = HyperRecipe(mini, data=small_digits, training={"batch_size": 64}, epochs=1)
+    search = kt.RandomSearch(hypermodel=hyper, objective="val_accuracy", max_trials=2,
+                             directory=str(tmp_path), project_name="plain", seed=1)
+    compiled.clear()  # KerasTuner builds one model to declare the space; count the trials'
+    search.search(small_digits, verbose=0)
+    assert len(search.oracle.trials) == 2
+    assert all(t.status == "COMPLETED" and t.score is not None for t in search.oracle.trials.values())
+    assert len(compiled) == 2, compiled  # once per trial: build, never again in fit
+    best = search.get_best_models(1)[0]
+    assert best.count_params() == cnnbuilder.build(
+        mini, input_shape=(8, 8, 1), classes=10,
+        **search.get_best_hyperparameters(1)[0].values).count_params()
+
+    # Without its dataset, build compiles for unknown data and fit again for the Dataset.
+    compiled.clear()
+    unbound = HyperRecipe(mini, training={"batch_size": 64}, epochs=1)
+    hp = kt.HyperParameters()
+    unbound.declare_hyperparameters(hp)
+    model = unbound.build(hp)
+    history = unbound.fit(hp, model, small_digits, verbose=0)
+    assert len(compiled) == 2 and len(history.history["val_accuracy"]) == 1
+    steps = cnnbuilder.training.steps_per_epoch(small_digits, 64)
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == steps

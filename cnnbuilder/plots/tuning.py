@@ -2,8 +2,9 @@
 
 One panel per tuned value (score against the value) and one panel of score against the
 parameter count, so a trade-off such as DenseNet's growth rate against depth is visible:
-completed trials are dots, the best one a star; skipped and failed trials are crosses on
-the lower edge of the panels (their values were tried, they have no score).
+completed trials are dots, the best one a star. Skipped and failed trials have no score,
+so they are never drawn on the score axis: each panel has a strip below it, labelled
+"skipped" and "failed", with a cross at each value such a trial tried.
 
 Pure matplotlib over the tuning.json content (a Figure of its own: no pyplot state, no
 backend switch), no TensorFlow.
@@ -16,6 +17,9 @@ import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
+
+UNSCORED = ("skipped", "failed")  # the rows of the strip, top to bottom
+COLORS = {"skipped": "tab:gray", "failed": "tab:red"}
 
 
 def _flatten(hyperparameters: dict) -> dict:
@@ -34,11 +38,8 @@ def _is_number(value) -> bool:
 
 
 def _log_keys(space: dict) -> set:
-    keys = set()
-    for key, spec in _flatten(space or {}).items():
-        if isinstance(spec, dict) and spec.get("log"):
-            keys.add(key)
-    return keys
+    return {key for key, spec in _flatten(space or {}).items()
+            if isinstance(spec, dict) and spec.get("log")}
 
 
 def tuned_keys(result: dict) -> list[str]:
@@ -49,77 +50,108 @@ def tuned_keys(result: dict) -> list[str]:
     return keys
 
 
+def _value(trial: dict, key: str):
+    if key == "params":
+        return trial.get("params")
+    return _flatten(trial.get("hyperparameters")).get(key)
+
+
+def _label(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def is_scored(trial: dict) -> bool:
+    """Whether a trial has a score to plot (completed, with a finite score)."""
+    return trial.get("status") == "completed" and _is_number(trial.get("score"))
+
+
+def panel_points(trials: list[dict], key: str) -> dict:
+    """What the panel of `key` draws.
+
+    Returns:
+        ``{"scored": [(x, score, trial_id)...], "skipped": [x...], "failed": [x...],
+        "ticks": [labels] or None}``: x is the value (or, for lists, booleans and strings,
+        the index of its label in ``ticks``); trials without the value are left out.
+    """
+    values = [_value(t, key) for t in trials]
+    ticks = None
+    if not all(_is_number(v) for v in values if v is not None):
+        ticks = list(dict.fromkeys(_label(v) for v in values if v is not None))
+    points = {"scored": [], "ticks": ticks, **{status: [] for status in UNSCORED}}
+    for trial, value in zip(trials, values):
+        if value is None:
+            continue
+        x = ticks.index(_label(value)) if ticks is not None else value
+        if is_scored(trial):
+            points["scored"].append((x, trial["score"], trial.get("trial_id")))
+        elif trial.get("status") in UNSCORED:
+            points[trial["status"]].append(x)
+    return points
+
+
 def plot_tuning(result: dict, path, *, title: str | None = None) -> Path:
     """Draw `result` (the tuning.json content) to `path` (a .png)."""
     trials = result.get("trials", [])
     objective = result.get("objective", "score")
-    keys = tuned_keys(result)
     logs = _log_keys(result.get("space"))
-    panels = keys + ["params"]
+    panels = tuned_keys(result) + ["params"]
+    unscored = any(t.get("status") in UNSCORED for t in trials)
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
-    figure = Figure(figsize=(4.2 * columns, 3.4 * rows), constrained_layout=True)
-    axes = figure.subplots(rows, columns, squeeze=False)
-    flat_axes = [a for row in axes for a in row]
-    done = [t for t in trials if t.get("status") == "completed" and _is_number(t.get("score"))]
-    others = [t for t in trials if t not in done]
-    best_id = (result.get("best") or {}).get("trial_id")
-    scores = [t["score"] for t in done]
-    low = min(scores) if scores else 0.0
-    high = max(scores) if scores else 1.0
+    figure = Figure(figsize=(4.2 * columns, (4.1 if unscored else 3.4) * rows),
+                    constrained_layout=True)
+    grid = figure.add_gridspec(rows * 2, columns, height_ratios=[4, 1 if unscored else 0.001] * rows)
+    scores = [t["score"] for t in trials if is_scored(t)]
+    low, high = (min(scores), max(scores)) if scores else (0.0, 1.0)
     margin = (high - low) * 0.08 or 0.05
-    floor = low - margin
-
-    for axis, key in zip(flat_axes, panels):
-        def value_of(trial):
-            if key == "params":
-                return trial.get("params")
-            return _flatten(trial.get("hyperparameters")).get(key)
-
-        values = [value_of(t) for t in trials]
-        numeric = all(_is_number(v) for v in values if v is not None)
-        if numeric:
-            position = {id(t): value_of(t) for t in trials}
-        else:  # lists, booleans, strings: one column per distinct value
-            labels = []
-            for v in values:
-                text = json.dumps(v) if not isinstance(v, str) else v
-                if text not in labels:
-                    labels.append(text)
-            index = {label: i for i, label in enumerate(labels)}
-            position = {id(t): index[json.dumps(value_of(t)) if not isinstance(value_of(t), str)
-                                      else value_of(t)] for t in trials}
-            axis.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 3 else 0)
-        xs = [position[id(t)] for t in done if position[id(t)] is not None]
-        ys = [t["score"] for t in done if position[id(t)] is not None]
-        axis.scatter(xs, ys, s=28, color="tab:blue", label="completed", zorder=3)
-        for status, color in (("skipped", "tab:gray"), ("failed", "tab:red")):
-            marks = [position[id(t)] for t in others if t.get("status") == status and position[id(t)] is not None]
-            if marks:
-                axis.scatter(marks, [floor] * len(marks), marker="x", s=30, color=color,
-                             label=status, zorder=3)
-        best = next((t for t in done if t.get("trial_id") == best_id), None)
-        if best is not None and position[id(best)] is not None:
-            axis.scatter([position[id(best)]], [best["score"]], marker="*", s=220, color="tab:orange",
-                         edgecolor="black", label="best", zorder=4)
-        if numeric and (key in logs or (key == "params" and _spans_decades(xs))):
-            axis.set_xscale("log")
-        axis.set_xlabel("parameters" if key == "params" else key)
+    best_id = (result.get("best") or {}).get("trial_id")
+    legend = {}  # label -> handle, over all panels
+    first = None
+    for index, key in enumerate(panels):
+        row, column = divmod(index, columns)
+        axis = figure.add_subplot(grid[2 * row, column])
+        points = panel_points(trials, key)
+        xs = [x for x, _, _ in points["scored"]]
+        axis.scatter(xs, [y for _, y, _ in points["scored"]], s=28, color="tab:blue",
+                     label="completed", zorder=3)
+        best = [(x, y) for x, y, trial_id in points["scored"] if trial_id == best_id]
+        if best:
+            axis.scatter(*zip(*best), marker="*", s=220, color="tab:orange", edgecolor="black",
+                         label="best", zorder=4)
         axis.set_ylabel(objective)
+        axis.set_ylim(low - margin, high + margin)
         axis.grid(alpha=0.3)
-        if done or others:
-            axis.set_ylim(floor - margin, high + margin)
-    for axis in flat_axes[len(panels):]:
-        axis.axis("off")
-    handles, labels = flat_axes[len(panels) - 1].get_legend_handles_labels()
-    if handles:
-        flat_axes[len(panels) - 1].legend(handles, labels, fontsize="small")
+        target = axis
+        if unscored:  # the strip of trials without a score, sharing the panel's x axis
+            target = figure.add_subplot(grid[2 * row + 1, column], sharex=axis)
+            for level, status in enumerate(reversed(UNSCORED)):
+                marks = points[status]
+                if not marks:
+                    continue
+                target.scatter(marks, [level] * len(marks), marker="x", s=30,
+                               color=COLORS[status], label=f"{status} (no score)", zorder=3)
+            target.set_yticks(range(len(UNSCORED)), list(reversed(UNSCORED)))
+            target.set_ylim(-0.6, len(UNSCORED) - 0.4)
+            target.grid(alpha=0.3, axis="x")
+            axis.tick_params(labelbottom=False)
+        if points["ticks"] is not None:
+            target.set_xticks(range(len(points["ticks"])), points["ticks"],
+                              rotation=20 if len(points["ticks"]) > 3 else 0)
+        elif key in logs or (key == "params" and _spans_decades(xs)):
+            axis.set_xscale("log")
+        target.set_xlabel("parameters" if key == "params" else key)
+        for drawn in dict.fromkeys((axis, target)):
+            handles, labels = drawn.get_legend_handles_labels()
+            legend.update((label, handle) for handle, label in zip(handles, labels)
+                          if label not in legend)
+        first = first or axis
+    if legend:
+        first.legend(list(legend.values()), list(legend), fontsize="small")
     counts = {}
     for t in trials:
         counts[t.get("status")] = counts.get(t.get("status"), 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in counts.items())
-    heading = title or f"{result.get('recipe', '')}: {result.get('tuner', '')} search, {summary}"
-    figure.suptitle(heading)
+    figure.suptitle(title or f"{result.get('recipe', '')}: {result.get('tuner', '')} search, {summary}")
     path = Path(path)
     figure.savefig(path, dpi=100)
     return path
@@ -130,4 +162,4 @@ def _spans_decades(values) -> bool:
     return bool(positive) and max(positive) / min(positive) >= 30
 
 
-__all__ = ["plot_tuning", "tuned_keys"]
+__all__ = ["panel_points", "plot_tuning", "tuned_keys"]

@@ -1,0 +1,177 @@
+"""KerasTuner oracles that keep a search going: skipped, failed and lost-worker trials.
+
+Each oracle is KerasTuner's own (random, Bayesian, Hyperband) with `WatchedOracle` mixed
+in before it, through the public `Oracle` methods (`create_trial`, `update_trial`,
+`end_trial`, `get_trial`, `populate_space`):
+
+- a skipped or failed trial is part of the search (``max_consecutive_failed_trials`` is
+  off; `max_trials` bounds the search);
+- every trial start and end is logged to ``search.log`` (the oracle's view);
+- workers send heartbeats (`get_trial`); `expire_lost_trials` ends the trial of a worker
+  silent for `timeout` seconds: it is handed to another worker once, then failed.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+
+import keras_tuner as kt
+from keras_tuner.engine.trial import Trial, TrialStatus
+
+from cnnbuilder.tuning import keras_tuner_hooks as hooks
+
+TUNERS = ("random", "bayesian", "hyperband")
+# Metrics `model.fit` logs (cnnbuilder compiles with an accuracy metric), and their direction.
+OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "accuracy": "max", "loss": "min"}
+# A trial lost with its worker is handed to another worker this many times.
+LOST_TRIAL_RETRIES = 1
+
+
+def _now() -> str:
+    return datetime.now().isoformat(timespec="seconds")
+
+
+class WatchedOracle:
+    """Oracle additions: the search log, worker heartbeats, and the end of trials whose
+    worker went silent. Mixed in before a KerasTuner oracle class; `watch` sets it up."""
+
+    def watch(self, log_path: Path | None, timeout: float) -> None:
+        """Log to `log_path` (None: no log) and give up on workers silent for `timeout` s."""
+        self._log_path = log_path
+        self._timeout = timeout
+        self._seen: dict[str, float] = {}  # trial_id -> last sign of life of its worker
+        self._tuner_seen: dict[str, float] = {}
+        self._lost: dict[str, str] = {}  # trial_id -> why it was taken from its worker
+
+    def log(self, text: str) -> None:
+        """Append a time-stamped line to the search log."""
+        if getattr(self, "_log_path", None) is None:
+            return
+        with open(self._log_path, "a", encoding="utf-8") as stream:
+            stream.write(f"{_now()} {text}\n")
+
+    def _describe(self, trial_id) -> str:
+        # The number KerasTuner's display and tuning.json give the trial, not its id.
+        return f"trial {hooks.trial_number(trial_id)}"
+
+    @kt.synchronized
+    def create_trial(self, tuner_id):
+        now = time.monotonic()
+        self._tuner_seen[tuner_id] = now
+        trial = super().create_trial(tuner_id)
+        others_running = any(t != tuner_id for t in self.ongoing_trials)
+        if trial.status == TrialStatus.STOPPED and others_running:
+            # Keep the worker until the others finish: a trial lost with its worker is
+            # retried by whoever is still there.
+            self.tuner_ids.add(tuner_id)
+            return Trial(self.get_space(), status=TrialStatus.IDLE)
+        if trial.status == TrialStatus.RUNNING:
+            self._seen[trial.trial_id] = now
+            self.log(f"{self._describe(trial.trial_id)} start on {tuner_id}")
+        return trial
+
+    @kt.synchronized
+    def update_trial(self, trial_id, metrics, step=0):
+        self._seen[trial_id] = time.monotonic()
+        return super().update_trial(trial_id, metrics, step=step)
+
+    def get_trial(self, trial_id):
+        # Workers call this as their heartbeat.
+        self._seen[trial_id] = time.monotonic()
+        return super().get_trial(trial_id)
+
+    @kt.synchronized
+    def end_trial(self, trial):
+        owners = [t for t, ongoing in self.ongoing_trials.items()
+                  if ongoing.trial_id == trial.trial_id]
+        described = self._describe(trial.trial_id)
+        if not owners:
+            queue = hooks.retry_queue(self)
+            if trial.trial_id in queue and trial.status == TrialStatus.COMPLETED:
+                # Its worker was only cut off (or the chief restarted), and nobody has run
+                # it again yet: keep the result rather than train it twice.
+                queue.remove(trial.trial_id)
+                super().end_trial(trial)
+                self.log(f"{described} late report accepted: end "
+                         f"{self.trials[trial.trial_id].status}")
+                return
+            self.log(f"{described} late report ignored (status {trial.status}): "
+                     "it was given up on after its worker went silent")
+            return
+        for owner in owners:
+            self._tuner_seen[owner] = time.monotonic()
+        super().end_trial(trial)
+        self.log(f"{described} end {self.trials[trial.trial_id].status}")
+
+    @kt.synchronized
+    def expire_lost_trials(self) -> list[str]:
+        """End the trials whose worker sent nothing for `timeout` seconds: each is retried
+        once on another worker, then recorded as failed. Forgets silent idle workers."""
+        now = time.monotonic()
+        expired = []
+        for tuner_id, trial in list(self.ongoing_trials.items()):
+            last = self._seen.setdefault(trial.trial_id, now)
+            if now - last <= self._timeout:
+                continue
+            reason = (f"lost: worker {tuner_id} sent no heartbeat for {self._timeout:g} s while "
+                      "running it (the process or machine died, or lost the connection)")
+            self._lost[trial.trial_id] = reason
+            self.log(f"{self._describe(trial.trial_id)} {reason}")
+            trial.status = TrialStatus.INVALID
+            trial.message = reason
+            self.end_trial(trial)
+            self.tuner_ids.discard(tuner_id)
+            expired.append(trial.trial_id)
+        busy = set(self.ongoing_trials)
+        for tuner_id in list(self.tuner_ids):
+            last = self._tuner_seen.setdefault(tuner_id, now)
+            if tuner_id not in busy and now - last > self._timeout:
+                self.tuner_ids.discard(tuner_id)
+                self.log(f"worker {tuner_id} forgotten: silent for {self._timeout:g} s")
+        return expired
+
+    def lost_reason(self, trial_id) -> str | None:
+        """Why the trial was taken from its worker (None if it never was)."""
+        return getattr(self, "_lost", {}).get(trial_id)
+
+
+class RandomOracle(WatchedOracle, kt.oracles.RandomSearchOracle):
+    """Random search."""
+
+
+class BayesianOracle(WatchedOracle, kt.oracles.BayesianOptimizationOracle):
+    """Bayesian optimization that never proposes values already tried."""
+
+    def populate_space(self, trial_id):
+        response = super().populate_space(trial_id)
+        # The Gaussian process may propose values already tried; try new ones instead.
+        if response.get("status") == "RUNNING" and hooks.tried_before(self, response["values"]):
+            values = hooks.random_values(self)
+            if values is None:
+                return {"status": "STOPPED", "values": None}
+            response = {"status": "RUNNING", "values": values}
+        return response
+
+
+class HyperbandOracle(WatchedOracle, kt.oracles.HyperbandOracle):
+    """Hyperband, stopped at `max_trials` too."""
+
+
+def make_oracle(tuner: str, *, objective: str, max_trials: int, epochs: int, seed: int):
+    """The oracle of `tuner` ("random", "bayesian" or "hyperband"); `epochs` is the
+    longest a Hyperband trial trains. Call `watch` on it before the search."""
+    common = dict(objective=kt.Objective(objective, OBJECTIVES[objective]),
+                  # KerasTuner reads seed 0 as "random": shift every seed into 1..2**31-2.
+                  seed=(seed % (2**31 - 2)) + 1,
+                  max_retries_per_trial=LOST_TRIAL_RETRIES,
+                  # Skipped and failed trials are part of a search; max_trials bounds it.
+                  max_consecutive_failed_trials=None)
+    if tuner == "random":
+        return RandomOracle(max_trials=max_trials, **common)
+    if tuner == "bayesian":
+        return BayesianOracle(max_trials=max_trials, **common)
+    oracle = HyperbandOracle(max_epochs=epochs, factor=3, hyperband_iterations=1, **common)
+    oracle.max_trials = max_trials
+    return oracle
