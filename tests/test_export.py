@@ -18,10 +18,13 @@ from PIL import Image
 
 import keras
 
+from cnnbuilder.data import make_pipeline, preprocessing_config
+from cnnbuilder.errors import DataError, ExportError, RunError
 from cnnbuilder.serving import exporting as export_module
-from cnnbuilder.errors import CnnBuilderError, DataError, RunError
-from cnnbuilder.serving.exporting import export, preprocess_uint8, weights_checksum
+from cnnbuilder.serving.exporting import export, weights_checksum
+from cnnbuilder.serving.litert import run_litert
 from cnnbuilder.serving.prediction import format_predictions, predict, read_image
+from cnnbuilder.serving.source import Source, recorded_preprocessing
 
 CLASS_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 INPUT_SHAPE = (32, 32, 1)
@@ -84,7 +87,7 @@ def run(tmp_path_factory):
     run_info = {
         "recipe": "tiny_digits", "params": {"filters": [16, 32, 64]},
         "input_shape": list(INPUT_SHAPE), "class_names": CLASS_NAMES, "dataset": "digits",
-        "preprocessing": {"scale": 255.0, "resize": "bilinear"},
+        "preprocessing": preprocessing_config(INPUT_SHAPE),
     }
     metrics = {"test_accuracy": accuracy, "test_loss": loss, "epochs_run": 4,
                "params": model.count_params(), "seconds": 1.0}
@@ -129,19 +132,6 @@ def _np_preprocess(images: np.ndarray) -> np.ndarray:
         x = (x @ LUMA)[..., np.newaxis]
     x = _np_resize_bilinear(x / 255.0, *INPUT_SHAPE[:2])
     return np.clip(x, 0, 1).astype(np.float32)
-
-
-def _tf_reference(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, h, w, c) -> model input, spelled out with plain TF ops (static channels)."""
-    x = tf.cast(images, tf.float32)
-    if images.shape[-1] in (2, 4):
-        x = x[..., :-1]
-    if x.shape[-1] == 3:
-        x = tf.image.rgb_to_grayscale(x)
-    x = x / 255.0
-    if images.shape[1:3] != INPUT_SHAPE[:2]:
-        x = tf.image.resize(x, INPUT_SHAPE[:2], method="bilinear", antialias=True)
-    return tf.clip_by_value(x, 0.0, 1.0).numpy()
 
 
 def _variants(digits8: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
@@ -189,55 +179,30 @@ def test_corrupt_model_file_is_a_run_error(tmp_path):
 
 
 def test_unknown_format_is_refused(tmp_path):
-    with pytest.raises(CnnBuilderError, match="litert"):
+    with pytest.raises(ExportError, match="litert"):
         export(tmp_path, tmp_path / "models" / "x" / "1", format="onnx")
 
 
-@pytest.mark.parametrize(
-    "shape", [(2, 8, 8, 1), (2, 50, 40, 3), (1, 32, 32, 4), (3, 20, 30, 2), (2, 32, 32, 3)]
-)
-@pytest.mark.parametrize("input_shape", [(32, 32, 1), (32, 32, 3)])
-def test_preprocess_uint8_static_and_dynamic_channels(shape, input_shape):
-    images = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
-    expected = _tf_reference(images) if input_shape[-1] == 1 else None
-    eager = preprocess_uint8(images, input_shape).numpy()
-    # The signature's case: nothing but the rank is known when the graph is built.
-    dynamic = tf.function(
-        lambda x: preprocess_uint8(x, input_shape),
-        input_signature=[tf.TensorSpec((None, None, None, None), tf.uint8)],
-    )(images).numpy()
-    assert eager.shape == dynamic.shape == (shape[0], *input_shape)
-    np.testing.assert_allclose(dynamic, eager, atol=1e-5)
-    assert eager.min() >= 0.0 and eager.max() <= 1.0
-    if expected is not None:
-        np.testing.assert_allclose(eager, expected, atol=1e-5)
-    else:  # grey / RGB tiled or kept: every output channel is a real colour or grey copy
-        assert not np.allclose(eager, 0.0)
+def test_a_run_without_preprocessing_record_or_with_the_former_one_is_unit(tmp_path):
+    unit = preprocessing_config(INPUT_SHAPE)
+    assert recorded_preprocessing(Source(model=None), INPUT_SHAPE) == unit
+    former = {"scale": 255.0, "resize": "bilinear", "channels": 1}
+    source = Source(model=None, path=tmp_path, run={"preprocessing": former})
+    assert recorded_preprocessing(source, INPUT_SHAPE) == unit
+    torch = preprocessing_config((32, 32, 3), "torch")
+    source = Source(model=None, path=tmp_path, run={"preprocessing": torch})
+    assert recorded_preprocessing(source, (32, 32, 3)) == torch
 
 
-def test_preprocess_uint8_matches_the_training_pipeline():
-    data = pytest.importorskip("cnnbuilder.data.datasets")
-    if not hasattr(data, "to_model_input"):
-        pytest.skip("cnnbuilder.data.datasets.to_model_input is not available")
-    rng = np.random.default_rng(2)
-    for shape in [(2, 8, 8, 1), (2, 50, 40, 3), (1, 32, 32, 4), (2, 20, 30, 2)]:
-        images = rng.integers(0, 256, shape, dtype=np.uint8)
-        for input_shape in [(32, 32, 1), (32, 32, 3)]:
-            np.testing.assert_allclose(
-                preprocess_uint8(images, input_shape).numpy(),
-                data.to_model_input(images, input_shape).numpy(),
-                atol=1e-5,  # float32 rounding of a different operation order
-                err_msg=f"{shape} -> {input_shape}: serving and training preprocessing differ",
-            )
-
-
-def test_preprocess_uint8_rejects_five_channels():
-    function = tf.function(
-        lambda x: preprocess_uint8(x, INPUT_SHAPE),
-        input_signature=[tf.TensorSpec((None, None, None, None), tf.uint8)],
-    )
-    with pytest.raises(tf.errors.InvalidArgumentError, match="channels"):
-        function(np.zeros((1, 8, 8, 5), np.uint8))
+def test_a_malformed_preprocessing_record_names_run_json(tmp_path):
+    record = {**preprocessing_config(INPUT_SHAPE), "resize": "nearest"}
+    source = Source(model=None, path=tmp_path, run={"preprocessing": record})
+    with pytest.raises(RunError, match="resize") as error:
+        recorded_preprocessing(source, INPUT_SHAPE)
+    assert str(tmp_path / "run.json") in str(error.value)
+    source.run = {"preprocessing": preprocessing_config((16, 16, 1))}
+    with pytest.raises(RunError, match="input shape"):
+        recorded_preprocessing(source, INPUT_SHAPE)
 
 
 def test_weights_checksum_tracks_values_not_names():
@@ -314,7 +279,10 @@ def test_serving_default_accepts_raw_images_of_any_size(run, exported, height, w
     images = _variants(digits8[run.test[:40]], height, width, channels)
     outputs = exported.loaded.signatures["serving_default"](images=tf.constant(images))
     probabilities = outputs["probabilities"].numpy()
-    expected = run.model.predict(_tf_reference(images), verbose=0)
+    # What the training pipeline feeds the model: the signature calls the same function.
+    pipeline = make_pipeline((images, np.zeros(len(images), np.int64)), input_shape=INPUT_SHAPE,
+                             batch_size=len(images), training=False)
+    expected = run.model.predict(pipeline.map(lambda x, y: x), verbose=0)
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
     np.testing.assert_array_equal(outputs["classes"].numpy(), expected.argmax(axis=1))
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
@@ -331,6 +299,7 @@ def test_metadata_and_labels_describe_the_export(run, exported):
     assert meta["recipe"] == "tiny_digits" and meta["params"] == {"filters": [16, 32, 64]}
     assert meta["class_names"] == CLASS_NAMES and meta["num_classes"] == 10
     assert meta["input"] == {"shape": [None, 32, 32, 1], "dtype": "float32", "range": [0.0, 1.0]}
+    assert meta["preprocessing"] == preprocessing_config(INPUT_SHAPE)
     assert meta["metrics"] == run.metrics
     assert meta["versions"]["keras"] == keras.__version__
     assert meta["versions"]["tensorflow"] == tf.__version__
@@ -344,6 +313,7 @@ def test_metadata_and_labels_describe_the_export(run, exported):
     assert set(meta["signatures"]) == {"serve", "serving_default"}
     summary = export_module.format_export_summary(exported.path)
     assert "tiny_digits" in summary and f"{run.metrics['test_accuracy']:.4f}" in summary
+    assert "[0, 1] (unit normalization)" in summary
     # Only the version directory was created in the base path: no staging leftovers.
     assert sorted(p.name for p in exported.base.iterdir()) == ["1"]
 
@@ -372,7 +342,7 @@ def test_failed_export_leaves_no_partial_version(run, tmp_path, monkeypatch):
         (path / "saved_model.pb").write_bytes(b"half written")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(export_module, "_write_saved_model", crash)
+    monkeypatch.setattr(export_module, "write_saved_model", crash)
     base = tmp_path / "digits"
     with pytest.raises(RuntimeError, match="disk full"):
         export(run.model, base / "1")
@@ -389,7 +359,7 @@ def test_failed_export_leaves_no_partial_version(run, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_version_created_meanwhile_is_not_overwritten(run, tmp_path, monkeypatch):
     """Another exporter publishing the same version while this one writes wins."""
-    write = export_module._write_saved_model
+    write = export_module.write_saved_model
 
     def write_while_another_export_publishes(model, path, *args, **kwargs):
         details = write(model, path, *args, **kwargs)
@@ -397,7 +367,7 @@ def test_version_created_meanwhile_is_not_overwritten(run, tmp_path, monkeypatch
         (path.parent / "1" / "saved_model.pb").write_bytes(b"the other export")
         return details
 
-    monkeypatch.setattr(export_module, "_write_saved_model", write_while_another_export_publishes)
+    monkeypatch.setattr(export_module, "write_saved_model", write_while_another_export_publishes)
     base = tmp_path / "digits"
     with pytest.raises(RunError, match="already exists"):
         export(run.model, base / "1")
@@ -415,7 +385,7 @@ def test_litert_export_agrees_with_keras(run, tmp_path):
     # An independent check on real digits, with a batch size the converter never saw.
     images, _ = _digits_uint8(32)
     x = (images[run.test[:7]] / 255.0).astype(np.float32)
-    outputs, _ = export_module._run_litert(version / "model.tflite", x)
+    outputs, _ = run_litert(version / "model.tflite", x)
     np.testing.assert_allclose(outputs, run.model.predict(x, verbose=0), atol=1e-4)
 
 
@@ -472,3 +442,29 @@ def test_predict_refuses_a_savedmodel_without_image_signature(run, tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8), "L").save(tmp_path / "a.png")
     with pytest.raises(RunError, match="uint8 images"):
         predict(tmp_path / "plain", [tmp_path / "a.png"])
+
+
+@pytest.mark.slow
+def test_serving_default_gives_the_pipeline_numbers_for_the_recorded_normalization(tmp_path):
+    """A "classifier" that only flattens its input outputs the preprocessed pixels, so the
+    signature's preprocessing can be compared with the pipeline's exactly."""
+    input_shape = (8, 8, 3)
+    inputs = keras.Input(input_shape)
+    model = keras.Model(inputs, keras.layers.Flatten()(inputs), name="pixels")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    model.save(run_dir / "model.keras")
+    record = preprocessing_config(input_shape, "torch")
+    (run_dir / "run.json").write_text(json.dumps({"preprocessing": record}))
+    version = export(run_dir, tmp_path / "pixels" / "1")
+    assert json.loads((version / "metadata.json").read_text())["preprocessing"] == record
+    signature = tf.saved_model.load(str(version)).signatures["serving_default"]
+    rng = np.random.default_rng(7)
+    for height, width in [(5, 7), (20, 12), (8, 8)]:
+        for channels in (1, 2, 3, 4):
+            images = rng.integers(0, 256, (3, height, width, channels), dtype=np.uint8)
+            served = signature(images=tf.constant(images))["probabilities"].numpy()
+            pipeline = make_pipeline((images, np.zeros(3, np.int64)), input_shape=input_shape,
+                                     batch_size=3, training=False, normalization="torch")
+            trained_on = next(iter(pipeline))[0].numpy().reshape(3, -1)
+            np.testing.assert_array_equal(served, trained_on, err_msg=f"{images.shape}")

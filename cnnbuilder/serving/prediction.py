@@ -9,29 +9,22 @@ self-contained.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from cnnbuilder.errors import CnnBuilderError, DataError, RunError
+from cnnbuilder.errors import CnnBuilderError, RunError
+from cnnbuilder.serving.images import read_image
+from cnnbuilder.serving.metadata import LABELS_ASSET, METADATA
+from cnnbuilder.training.rundir import read_json
 
 __all__ = ["format_predictions", "predict", "read_image", "resolve_saved_model_dir"]
 
 SIGNATURE = "serving_default"
-LABELS_ASSET = Path("assets") / "labels.txt"
-METADATA_FILE = "metadata.json"
 # Images of one size go through the signature together, at most this many at a time.
 _BATCH_SIZE = 32
-# Pillow modes -> the mode to convert to first (None: keep); 16-bit and float grey are
-# scaled separately in `_grey_to_uint8`.
-_MODE_CONVERSIONS = {
-    "L": None, "LA": None, "RGB": None, "RGBA": None,
-    "1": "L", "La": "LA", "P": "RGB", "PA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB",
-}
-_WIDE_GREY_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
 
 def predict(saved_model_dir, image_paths: Sequence, *, top_k: int = 5) -> list[dict]:
@@ -162,23 +155,17 @@ def _run_grouped(signature, input_name: str, images: list[np.ndarray]) -> np.nda
 def _class_names(directory: Path, num_classes: int) -> list[str]:
     """Class names from assets/labels.txt, else metadata.json, else "0".."K-1"."""
     labels_file = directory / LABELS_ASSET
-    names = None
     if labels_file.is_file():
-        names = labels_file.read_text(encoding="utf-8").splitlines()
-    elif (directory / METADATA_FILE).is_file():
-        try:
-            names = json.loads((directory / METADATA_FILE).read_text(encoding="utf-8")).get(
-                "class_names"
-            )
-        except (OSError, ValueError, AttributeError):
-            names = None
+        names, origin = labels_file.read_text(encoding="utf-8").splitlines(), labels_file
+    else:
+        origin = directory / METADATA
+        names = (read_json(origin, what="export metadata") or {}).get("class_names")
     if not names:
         return [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
         raise RunError(
-            f"{labels_file if labels_file.is_file() else directory / METADATA_FILE} lists "
-            f"{len(names)} class names but the model in {directory} outputs {num_classes} "
-            "probabilities; expected one name per class."
+            f"{origin} lists {len(names)} class names but the model in {directory} outputs "
+            f"{num_classes} probabilities; expected one name per class."
         )
     return [str(name) for name in names]
 
@@ -189,50 +176,3 @@ def _top_k(probabilities: np.ndarray, class_names: list[str], k: int) -> list[di
     return [
         {"label": class_names[i], "probability": float(probabilities[i])} for i in order
     ]
-
-
-# ---------------------------------------------------------------------------- images
-
-
-def read_image(path) -> np.ndarray:
-    """An image file as uint8 (H, W, C): C is 1 grey, 2 grey+alpha, 3 RGB or 4 RGBA.
-
-    EXIF orientation is applied (phone JPEGs); palette images become RGB, bilevel grey,
-    16-bit and float grey are scaled to 0..255, other colour spaces (CMYK...) RGB.
-    """
-    from PIL import Image, ImageOps
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"Image {path} does not exist (or is not a file); expected a PNG or JPEG file.")
-    try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            array = _to_uint8(image)
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise DataError(
-            f"Cannot read the image {path}: {error}. Expected a PNG or JPEG file "
-            "(anything Pillow can decode)."
-        ) from error
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise DataError(f"The image {path} is empty ({array.shape[1]}x{array.shape[0]} pixels).")
-    return array
-
-
-def _to_uint8(image) -> np.ndarray:
-    """A decoded Pillow image as uint8 (H, W, C) with C in 1..4."""
-    if image.mode in _WIDE_GREY_MODES:
-        return _grey_to_uint8(image)
-    target = _MODE_CONVERSIONS.get(image.mode, "RGB")
-    if target is not None:
-        image = image.convert(target)
-    array = np.asarray(image, dtype=np.uint8)
-    return array[..., np.newaxis] if array.ndim == 2 else array
-
-
-def _grey_to_uint8(image) -> np.ndarray:
-    """16-bit ("I;16", "I") grey scaled 65535 -> 255; float ("F") grey clipped to 0..255."""
-    values = np.asarray(image, dtype=np.float64)
-    if image.mode != "F":
-        values = values / 257.0  # 65535 / 255: full 16-bit range onto full 8-bit range
-    return np.clip(np.round(values), 0, 255).astype(np.uint8)[..., np.newaxis]

@@ -1,0 +1,70 @@
+"""Reading an image file as it is stored: uint8 (H, W, C), C of 1, 2, 3 or 4.
+
+`predict` feeds these arrays, unconverted, to the SavedModel's ``serving_default``
+signature, whose `cnnbuilder.data.preprocess` does the rest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cnnbuilder.errors import DataError
+
+__all__ = ["read_image"]
+
+# Pillow modes -> the mode to convert to first (None: keep); 16-bit and float grey are
+# scaled separately in `_grey_to_uint8`.
+_MODE_CONVERSIONS = {
+    "L": None, "LA": None, "RGB": None, "RGBA": None,
+    "1": "L", "La": "LA", "P": "RGB", "PA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB",
+}
+_WIDE_GREY_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
+def read_image(path) -> np.ndarray:
+    """An image file as uint8 (H, W, C): C is 1 grey, 2 grey+alpha, 3 RGB or 4 RGBA.
+
+    EXIF orientation is applied (phone JPEGs); palette images become RGB, bilevel grey,
+    16-bit and float grey are scaled to 0..255, other colour spaces (CMYK...) RGB.
+
+    Raises:
+        DataError: the file is missing, unreadable or empty.
+    """
+    from PIL import Image, ImageOps
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Image {path} does not exist (or is not a file); expected a PNG or JPEG file.")
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            array = _to_uint8(image)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise DataError(
+            f"Cannot read the image {path}: {error}. Expected a PNG or JPEG file "
+            "(anything Pillow can decode)."
+        ) from error
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise DataError(f"The image {path} is empty ({array.shape[1]}x{array.shape[0]} pixels).")
+    return array
+
+
+def _to_uint8(image) -> np.ndarray:
+    """A decoded Pillow image as uint8 (H, W, C) with C in 1..4."""
+    if image.mode in _WIDE_GREY_MODES:
+        return _grey_to_uint8(image)
+    target = _MODE_CONVERSIONS.get(image.mode, "RGB")
+    if target is not None:
+        image = image.convert(target)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[..., np.newaxis] if array.ndim == 2 else array
+
+
+def _grey_to_uint8(image) -> np.ndarray:
+    """16-bit ("I;16", "I") grey scaled 65535 -> 255; float ("F") grey clipped to 0..255."""
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode != "F":
+        values = values / 257.0  # 65535 / 255: full 16-bit range onto full 8-bit range
+    return np.clip(np.round(values), 0, 255).astype(np.uint8)[..., np.newaxis]
