@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from functools import lru_cache
 from pathlib import Path
 
 from cnnbuilder.errors import RecipeError
 from cnnbuilder.recipe import Recipe, read_document
+from cnnbuilder.recipe import search_space
 from cnnbuilder.recipe.vocabulary import did_you_mean
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -25,9 +27,14 @@ def _names() -> dict[str, Path]:
     return {p.stem: p for p in sorted(recipes_dir().glob("*.yaml"))}
 
 
+def _natural_key(name: str) -> list:
+    """`resnet18` before `resnet34` before `resnet101`: digit runs compare as numbers (as timm)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
 def list_recipes(pattern: str = "*") -> list[str]:
-    """Sorted names of the shipped recipes matching an fnmatch `pattern`."""
-    return [name for name in sorted(_names()) if fnmatch.fnmatch(name, pattern)]
+    """Names of the shipped recipes matching an fnmatch `pattern`, in natural order."""
+    return sorted((name for name in _names() if fnmatch.fnmatch(name, pattern)), key=_natural_key)
 
 
 def recipe_path(name: str) -> Path:
@@ -71,3 +78,7 @@ def load_recipe(recipe) -> Recipe:
     raise RecipeError(
         f"a recipe is a name, a path to a .yaml file, a dict or a Recipe; got {type(recipe).__name__}."
     )
+
+
+# `recipe_space` (cnnbuilder.recipe.search_space) loads names, paths and dicts with this.
+search_space.use_loader(load_recipe)

@@ -1,17 +1,23 @@
-"""Recipe-language tests: pure Python, no TensorFlow (checked in a subprocess)."""
+"""Recipe-language tests: pure Python, no TensorFlow (the fast tier; see test_fast_tier.py)."""
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
 
 from cnnbuilder import RecipeError, list_recipes, load_recipe
 from cnnbuilder.recipe.expressions import ExpressionError, evaluate, substitute
+from cnnbuilder.recipe.training import training_config
 from helpers import TINY_RECIPE, write
+
+pytestmark = pytest.mark.fast
 
 
 def tiny(**changes) -> dict:
@@ -240,8 +246,9 @@ def test_identity_unit_that_changes_shape_is_rejected(tmp_path):
 
 
 def test_negative_repeat_from_a_param(tmp_path):
-    with pytest.raises(RecipeError, match=r"repeat = -1.*>= 0"):
-        load_recipe("resnet50").plan(blocks=[0, 4, 6, 3])
+    with pytest.raises(RecipeError, match=r"field stages\[1\]\.blocks\[1\]\.identity\.repeat: "
+                                          r"identity\.repeat = -1.*>= 0"):
+        load_recipe(tiny()).plan(units=[1, 0])
 
 
 def test_duplicate_layer_names(tmp_path):
@@ -267,9 +274,15 @@ def test_dict_recipe_errors_name_the_field():
 # ----------------------------------------------------------------------------- registry
 
 
-def test_list_recipes_sorted_with_wildcards():
+def test_list_recipes_in_natural_order_with_wildcards():
     names = list_recipes()
-    assert names == sorted(names)
+    # Digit runs compare as numbers: resnet18 < resnet34 < resnet50 < resnet101 < resnet152.
+    resnets = [n for n in names if re.fullmatch(r"resnet\d+", n)]
+    assert resnets == sorted(resnets, key=lambda n: int(n[len("resnet"):]))
+    assert names.index("resnet18") < names.index("resnet34") < names.index("resnet101")
+    assert names.index("densenet121") < names.index("densenet169") < names.index("densenet264")
+    assert names.index("vgg16") < names.index("vgg19")
+    assert len(set(names)) == len(names)
     for name in ["resnet50", "resnet101", "resnet152", "resnet50v2", "resnet101v2", "resnet152v2",
                  "densenet121", "densenet169", "densenet201", "vgg16", "vgg19"]:
         assert name in names
@@ -297,3 +310,184 @@ def test_recipe_language_does_not_import_tensorflow():
         assert not bad, bad
     """)
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_recipe_package_imports_nothing_after_it():
+    # recipe/ comes first: it may import errors.py and itself, never zoo.py, model/, training/...
+    package = Path(__file__).resolve().parent.parent / "cnnbuilder" / "recipe"
+    later = ("cnnbuilder.zoo", "cnnbuilder.model", "cnnbuilder.data", "cnnbuilder.training",
+             "cnnbuilder.tuning", "cnnbuilder.serving", "cnnbuilder.plots", "cnnbuilder.cli")
+    heavy = ("tensorflow", "keras", "jax", "torch", "numpy")
+    found = []
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [(path.name, n) for n in names if n.startswith(later) or n.split(".")[0] in heavy]
+    assert found == []
+
+
+# ----------------------------------------------------------------------------- training, metadata
+
+
+def test_a_misspelt_training_setting_fails_when_the_recipe_loads(tmp_path):
+    message = error_for(tmp_path, """\
+        name: bad
+        stem:
+          - conv: 8
+        training:
+          optimizer: sgd
+          learning_rat: 0.1
+        """)
+    assert "bad.yaml, line 6, field training.learning_rat" in message
+    assert "unknown training setting 'learning_rat'" in message and "Did you mean 'learning_rate'" in message
+
+
+@pytest.mark.parametrize("setting, value, expected", [
+    ("momentum", "1.5", "momentum = 1.5: expected a number in [0, 1)"),
+    ("batch_size", "12.5", "batch_size = 12.5: expected a positive integer"),
+    ("nesterov", "yes please", "nesterov = 'yes please': expected true or false"),
+    ("optimizer", "adma", "Did you mean 'adam'"),
+    ("augment", "[crop, rotate]", "expected a list of crop, flip, translate"),
+])
+def test_training_values_are_checked_at_load_with_the_override_checker(tmp_path, setting, value, expected):
+    message = error_for(tmp_path, f"name: bad\nstem:\n  - conv: 8\ntraining:\n  {setting}: {value}\n")
+    assert f"bad.yaml, line 5, field training.{setting}: " in message and expected in message
+    # train(training=...), --training and the tuner go through the same table and words.
+    with pytest.raises(RecipeError) as info:
+        training_config({}, where="overrides", **{setting: yaml.safe_load(value)})
+    assert message.split(": ", 1)[1] in str(info.value)
+
+
+def test_an_inherited_training_setting_is_checked_and_null_removes_it(tmp_path):
+    write(tmp_path, "base.yaml", "name: base\nstem:\n  - conv: 8\ntraining: {epochs: 5, batch_size: 32}\n")
+    child = write(tmp_path, "child.yaml", "name: child\nextends: base.yaml\ntraining:\n  epochs: 0\n")
+    with pytest.raises(RecipeError, match=r"child\.yaml, line 4, field training\.epochs: epochs = 0"):
+        load_recipe(child)
+    child.write_text("name: child\nextends: base.yaml\ntraining: {batch_size: null, augment: none}\n")
+    recipe = load_recipe(child)
+    assert recipe.training == {"epochs": 5, "augment": []}
+    assert training_config(recipe.training).batch_size == 128  # the default again
+
+
+def test_every_shipped_training_section_gives_a_config():
+    for name in list_recipes():
+        recipe = load_recipe(name)
+        config = training_config(recipe.training)
+        for key, value in recipe.training.items():
+            assert getattr(config, key) == (tuple(value) if isinstance(value, list) else value)
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ("clases: 10", "unknown metadata key 'clases'. Known: family, params"),
+    ("clases: 10", "Did you mean 'classes'"),
+    ("classes: ten", "classes = 'ten': expected an integer"),
+    ("classes: true", "classes = True: expected an integer"),
+    ("classes: 0", "classes = 0: expected a number >= 1"),
+    ("params: -5", "params = -5: expected a number >= 0"),
+    ("notes: [a, b]", "notes = ['a', 'b']: expected a string"),
+])
+def test_metadata_keys_types_and_bounds(tmp_path, entry, expected):
+    message = error_for(tmp_path, f"name: bad\nstem:\n  - conv: 8\nmetadata:\n  {entry}\n")
+    key = entry.split(":")[0]
+    assert f"bad.yaml, line 5, field metadata.{key}: " in message and expected in message
+
+
+# ----------------------------------------------------------------------------- residual rows
+
+ROW_HEADER = textwrap.dedent("""\
+    name: rows
+    metadata: {input_shape: [16, 16, 8], classes: 3}
+    params: {blocks: [2, 3]}
+    defaults:
+      convolutional: {bottleneck: false, shortcut: pad}
+      identity: {bottleneck: false}
+      bottleneck: {stride_on: 1x1}
+    stem:
+      - conv: 8
+    stages:
+      - name: s1
+    """)
+
+
+def stage_steps(tmp_path, stage: str) -> list[tuple]:
+    """(block, name, fields, shapes) of every step of the recipe whose stage s1 is `stage`."""
+    path = tmp_path / "rows.yaml"
+    path.write_text(ROW_HEADER + textwrap.indent(stage, "    ") + "\n")
+    plan = load_recipe(path).plan()
+    return [(s.block, s.name, s.fields, s.input_shape, s.output_shape) for s in plan.steps]
+
+
+@pytest.mark.parametrize("row, by_hand", [
+    # convolutional: the first unit strides (with the defaults' option A shortcut), then identities
+    ('[convolutional, "${blocks[1]}", 16, 2]',
+     ["convolutional: {filters: 16, stride: 2}", "identity: {filters: 16, repeat: 2}"]),
+    # a count of 1 gives only the first unit
+    ('[convolutional, "${blocks[0] - 1}", 16, 1]', ["convolutional: {filters: 16, stride: 1}"]),
+    # identity: every unit keeps the shape
+    ('[identity, "${blocks[0]}", 8, 1]', ["identity: {filters: 8, repeat: 2}"]),
+    # bottleneck units; the fifth element gives fields to every unit; the defaults still apply
+    ('[bottleneck, 3, 4, 2, {groups: 2, width: "${2 * 4}"}]',
+     ["bottleneck: {filters: 4, stride: 2, groups: 2, width: 8}",
+      "bottleneck: {filters: 4, groups: 2, width: 8, repeat: 2}"]),
+    # v2 units with the stride on the last unit (keras.applications' ResNetV2 stack2)
+    ('[convolutional, 4, 16, 2, {style: v2, stride_at: last}]',
+     ["convolutional: {filters: 16, stride: 1, style: v2}",
+      "identity: {filters: 16, style: v2, repeat: 2}",
+      "convolutional: {filters: 16, stride: 2, style: v2, shortcut: pad}"]),
+    # the mapping form
+    ("{unit: convolutional, count: 2, filters: 16, stride: 2, kernel: 5}",
+     ["convolutional: {filters: 16, stride: 2, kernel: 5}", "identity: {filters: 16, kernel: 5}"]),
+])
+def test_a_residual_row_expands_to_the_units_written_by_hand(tmp_path, row, by_hand):
+    expanded = stage_steps(tmp_path, f"residual: {row}")
+    written = stage_steps(tmp_path, "blocks:\n" + "\n".join(f"  - {block}" for block in by_hand))
+    assert expanded == written
+    units = [step for step in expanded if step[1].startswith("s1_")]
+    assert [name for _, name, *_ in units] == [f"s1_block{k}" for k in range(1, len(units) + 1)]
+
+
+def test_the_defaults_apply_to_the_units_of_a_row(tmp_path):
+    steps = {name: (block, fields) for block, name, fields, *_ in
+             stage_steps(tmp_path, "residual: [convolutional, 2, 16, 2]")}
+    assert steps["s1_block1"][0] == "convolutional" and steps["s1_block1"][1]["shortcut"] == "pad"
+    assert steps["s1_block2"][0] == "identity" and steps["s1_block2"][1]["shortcut"] == "identity"
+    assert steps["s1_block1"][1]["bottleneck"] is False
+
+
+def test_a_stage_with_a_row_and_blocks_puts_the_blocks_after_the_units(tmp_path):
+    steps = stage_steps(tmp_path, "residual: [convolutional, 2, 16, 2]\nblocks:\n  - bn\n  - activation: relu")
+    assert [(block, name) for block, name, *_ in steps[1:]] == [
+        ("convolutional", "s1_block1"), ("identity", "s1_block2"), ("bn", "s1_bn1"), ("activation", "s1_activation1")]
+
+
+@pytest.mark.parametrize("row, where, expected", [
+    ('[convolutinal, 2, 16, 2]', "residual[0]", "unknown residual unit 'convolutinal'"),
+    ('[convolutinal, 2, 16, 2]', "residual[0]", "Did you mean 'convolutional'"),
+    ('[convolutional, "${blocks[0] - 2}", 16, 2]', "residual[1]",
+     "residual row count = 0 (from '${blocks[0] - 2}' with blocks=[2, 3]): expected integer >= 1"),
+    ("[convolutional, 2, 16, 0]", "residual[3]", "residual row stride = 0: expected integer >= 1"),
+    ("[convolutional, 2, sixteen, 2]", "residual[2]", "convolutional.filters = 'sixteen': expected integer"),
+    ("[convolutional, 2, 16, 2, {grups: 2}]", "residual[4].grups", "Did you mean 'groups'"),
+    ("[convolutional, 2, 16, 2, {stride: 1}]", "residual[4].stride", "'stride' is the row's element 4"),
+    ("[convolutional, 2, 16, 2, {name: x}]", "residual[4].name", "names and counts its units itself"),
+    ("[identity, 2, 8, 2]", "residual[3]", "an identity row has stride 1, got stride = 2"),
+    ("[identity, 2, 16, 1]", "residual", "an identity unit must keep the shape"),
+    ("[bottleneck, 2, 4, 2, {stride_at: last}]", "residual[4].stride_at", "stride_at: last is for convolutional rows"),
+    ("[convolutional, 1, 16, 2, {stride_at: last}]", "residual[1]", "stride_at: last needs count >= 2"),
+    ("[convolutional, 2, 16]", "residual", "a residual row is [unit, count, filters, stride]"),
+    ("{unit: identity, count: 2}", "residual", "filters, stride missing"),
+    ("{unit: identity, count: 2, filters: 8, stride: 1, kernal: 3}", "residual.kernal", "Did you mean 'kernel'"),
+])
+def test_residual_row_errors_name_file_line_and_element(tmp_path, row, where, expected):
+    with pytest.raises(RecipeError) as info:
+        stage_steps(tmp_path, f"residual: {row}")
+    message = str(info.value)
+    line = ROW_HEADER.count("\n") + 1
+    assert f"rows.yaml, line {line}, field stages[0].{where}: " in message
+    assert expected in message
+
+
+def test_unknown_stage_key_suggests_residual(tmp_path):
+    with pytest.raises(RecipeError, match=r"unknown stage key 'residul'.*Did you mean 'residual'"):
+        stage_steps(tmp_path, "residul: [identity, 2, 8, 1]")

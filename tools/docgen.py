@@ -8,8 +8,8 @@ The reference is hand-written prose with generated sections between marker comme
 
 Every generated section is rendered from the code the recipe resolver itself uses — the
 block vocabulary (`cnnbuilder.recipe.vocabulary.BLOCKS`, each field with its type, default
-and description), the expression functions, the top-level keys, the metadata keys, the
-training settings and the `tune:` forms — so the reference cannot drift from the
+and description), the residual-row units, the expression functions, the top-level keys,
+the metadata keys, the training settings and the `tune:` forms — so the reference cannot drift from the
 language: `tests/test_docs.py` fails when the committed file differs from what this module
 renders.
 
@@ -32,6 +32,7 @@ from cnnbuilder.recipe.document import TOP_LEVEL_KEYS
 from cnnbuilder.recipe.expressions import FUNCTIONS
 from cnnbuilder.recipe.recipe import METADATA_KEYS
 from cnnbuilder.recipe.resolve import BUILD_NAMES, RESERVED_NAMES
+from cnnbuilder.recipe.rows import ROW, STRIDE_AT, UNITS
 from cnnbuilder.recipe.vocabulary import (
     ACTIVATIONS,
     BLOCKS,
@@ -40,7 +41,7 @@ from cnnbuilder.recipe.vocabulary import (
     BlockSpec,
     Field,
 )
-from cnnbuilder.recipe.training import _CHECKS as TRAINING_CHECKS
+from cnnbuilder.recipe.training import CHECKS as TRAINING_CHECKS
 from cnnbuilder.recipe.training import TrainingConfig
 from cnnbuilder.recipe.search_space import KINDS, OPTIONS, UNTUNABLE_TRAINING
 
@@ -54,7 +55,9 @@ FAMILIES = {
     "basic": ("Primitives", "One Keras layer each (a convolution may bring its own padding layer)."),
     "residual": (
         "Residual units (ResNet, ResNet v2, ResNeXt, wide ResNets, plain networks)",
-        "Each unit is a composite block: its layers are named `<stage>_block<k>_...`.",
+        "Each unit is a composite block: its layers are named `<stage>_block<k>_...`. A stage "
+        "of them is usually written as one row of the paper's table "
+        "(see [residual rows](#residual-stages-one-row-of-the-papers-table)).",
     ),
     "dense": (
         "DenseNet blocks",
@@ -79,7 +82,7 @@ TOP_LEVEL_DOCS = {
     "defaults": "Per-block-type field defaults and layer settings for the whole recipe "
                 "(see [defaults](#defaults)).",
     "stem": "A list of blocks applied first (stage name `stem`).",
-    "stages": "A list of stages, each `{name, blocks, repeat}`.",
+    "stages": "A list of stages, each `{name, residual, blocks, repeat}`.",
     "head": "A list of blocks applied last (stage name `head`); left out with `include_top=False`.",
     "tune": "The search space of `cnnbuilder tune` over params and training settings "
             "(see [tune](#tune-search-spaces)).",
@@ -290,6 +293,17 @@ def render_tune() -> str:
                       f"Not tunable: {untunable}."])
 
 
+def render_residual_rows() -> str:
+    rows = [[f"`{unit}`", text] for unit, text in UNITS.items()]
+    return "\n".join([
+        "`residual: [" + ", ".join(ROW) + "]` or `residual: [" + ", ".join(ROW) + ", {field: value, ...}]`:",
+        "",
+        _table(["unit", "units built"], rows),
+        "",
+        "`stride_at`: " + " or ".join(f"`{s}`" for s in STRIDE_AT) + " (default `first`).",
+    ])
+
+
 def render_layer_names() -> str:
     return "\n".join([
         "Activation names: " + ", ".join(f"`{a}`" for a in sorted(ACTIVATIONS)) + ".",
@@ -303,6 +317,7 @@ SECTIONS = {
     "metadata": render_metadata,
     "functions": render_functions,
     "names": render_names,
+    "residual_rows": render_residual_rows,
     "blocks": render_blocks,
     "layer_names": render_layer_names,
     "training": render_training,

@@ -23,9 +23,15 @@ TOP_LEVEL_KEYS = (
 
 @dataclass
 class Document:
+    """The merged data of a recipe and its `extends` ancestors, with where each value was written.
+
+    `chain` keeps each level's own data, the recipe's first and its root's last: the `tune:`
+    section is inherited entry by entry, which needs to know who declared what."""
+
     data: dict
     locations: Locations
     source: str  # file path, or "<dict>"
+    chain: tuple = ()
 
     def where(self, path) -> str:
         """'file, line N, field a.b[2]' for error messages."""
@@ -34,6 +40,7 @@ class Document:
         return f"{prefix}, field {format_path(path)}" if path else prefix
 
     def error(self, path, message: str) -> RecipeError:
+        """A RecipeError whose message starts with `where(path)`."""
         return RecipeError(f"{self.where(path)}: {message}")
 
 
@@ -82,7 +89,7 @@ def read_document(source, *, resolve_name, _chain: tuple = ()) -> Document:
             f"{label}: a recipe must be a YAML mapping with keys such as name, params, stem, "
             f"stages and head; got {type(data).__name__}."
         )
-    document = Document(data, locations, label)
+    document = Document(data, locations, label, (data,))
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             raise document.error(
@@ -109,7 +116,8 @@ def read_document(source, *, resolve_name, _chain: tuple = ()) -> Document:
     child = {k: v for k, v in data.items() if k != "extends"}
     merged = merge(parent.data, child)
     merged.pop("extends", None)
-    return Document(merged, _merge_locations(parent.locations, locations, child), label)
+    return Document(merged, _merge_locations(parent.locations, locations, child), label,
+                    (data, *parent.chain))
 
 
 __all__ = ["Document", "Location", "merge", "read_document", "TOP_LEVEL_KEYS"]

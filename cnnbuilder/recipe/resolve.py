@@ -97,16 +97,16 @@ def _sections(document, include_head: bool):
     yield "stem", "stem", ("stem",), 1, lambda names: _block_items(document, ("stem",), stem, names)
     for index, stage in enumerate(data.get("stages") or []):
         path = ("stages", index)
-        if not isinstance(stage, dict) or not ("blocks" in stage or "residual" in stage):
-            raise document.error(
-                path, "a stage is a mapping with `blocks:` (a list of blocks) and/or `residual:` "
-                      f"(a row [unit, count, filters, stride]), and optional `name:`, `repeat:`; got {stage!r}."
-            )
-        unknown = [key for key in stage if key not in STAGE_KEYS]
+        unknown = [key for key in stage if key not in STAGE_KEYS] if isinstance(stage, dict) else []
         if unknown:
             raise document.error(
                 path + (unknown[0],), f"unknown stage key {unknown[0]!r}; a stage has "
                 f"{', '.join(STAGE_KEYS)}." + did_you_mean(unknown[0], STAGE_KEYS)
+            )
+        if not isinstance(stage, dict) or not ("blocks" in stage or "residual" in stage):
+            raise document.error(
+                path, "a stage is a mapping with `blocks:` (a list of blocks) and/or `residual:` "
+                      f"(a row [unit, count, filters, stride]), and optional `name:`, `repeat:`; got {stage!r}."
             )
         name = stage.get("name", f"stage{index + 1}")
         if not isinstance(name, str) or not name.isidentifier():

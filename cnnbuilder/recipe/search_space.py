@@ -42,202 +42,24 @@ construction: DenseNet-BC's depth must be 6n+4, so ``depth: {int: [40, 100], ste
 from __future__ import annotations
 
 import copy
-import itertools
-import json
-import math
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Callable
 
 from cnnbuilder.errors import RecipeError
+from cnnbuilder.recipe.params import type_name as _type_name
+from cnnbuilder.recipe.recipe import Recipe
+from cnnbuilder.recipe.space import TRAINING, Dimension, SearchSpace
+from cnnbuilder.recipe.space import is_int as _is_int
+from cnnbuilder.recipe.space import is_number as _is_number
+from cnnbuilder.recipe.training import CHECKS as TRAINING_CHECKS
 from cnnbuilder.recipe.vocabulary import did_you_mean
 
 KINDS = ("choice", "int", "float")
 OPTIONS = {"choice": ("default",), "int": ("step", "log", "default"), "float": ("step", "log", "default")}
-TRAINING = "training"
 # The tuner's budget, not a hyperparameter (hyperband varies it itself).
 UNTUNABLE_TRAINING = {"epochs": "epochs is the tuner's budget (set it with --epochs / epochs=), not a hyperparameter"}
 FORMS = "{choice: [a, b, ...]}, {int: [low, high], step: s} or {float: [low, high], log: true}"
 
 _ErrorFactory = Callable[[tuple, str], Exception]
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _type_name(value) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
-
-
-@dataclass(frozen=True)
-class Dimension:
-    """One tuned value: a recipe param (section "params") or a training setting."""
-
-    name: str
-    section: str  # "params" | "training"
-    kind: str  # "choice" | "int" | "float"
-    values: tuple = ()  # choice
-    low: Any = None  # int, float
-    high: Any = None
-    step: Any = None
-    log: bool = False
-    default: Any = None
-
-    @property
-    def key(self) -> str:
-        """The hyperparameter's name in KerasTuner (training settings get a prefix)."""
-        return self.name if self.section == "params" else f"{TRAINING}.{self.name}"
-
-    @property
-    def label(self) -> str:
-        return self.key
-
-    # -- KerasTuner encoding: Choice only holds one scalar type (and turns booleans into
-    # ints), so other choices (lists, booleans, mixed types) travel as JSON labels.
-
-    @property
-    def _encoded(self) -> bool:
-        if self.kind != "choice":
-            return False
-        types = {type(v) for v in self.values}
-        return len(types) != 1 or not types <= {int, float, str}
-
-    def keras_tuner(self) -> tuple[str, dict]:
-        """(HyperParameters method, keyword arguments) that declares this dimension."""
-        if self.kind == "choice":
-            values = [self.encode(v) for v in self.values]
-            kwargs = {"name": self.key, "values": values}
-            if self.default is not None:
-                kwargs["default"] = self.encode(self.default)
-            return "Choice", kwargs
-        kwargs = {"name": self.key, "min_value": self.low, "max_value": self.high}
-        if self.step is not None:
-            kwargs["step"] = self.step
-        if self.log:
-            kwargs["sampling"] = "log"
-        if self.default is not None:
-            kwargs["default"] = self.default
-        return ("Int" if self.kind == "int" else "Float"), kwargs
-
-    def encode(self, value):
-        return json.dumps(value) if self._encoded else value
-
-    def decode(self, value):
-        if self._encoded and isinstance(value, str):
-            return json.loads(value)
-        if self.kind == "int" and _is_number(value):
-            return int(value)
-        if self.kind == "float" and _is_number(value):
-            return float(value)
-        return value
-
-    def grid(self, limit: int) -> list | None:
-        """Every value of a finite dimension (None for continuous ones or above `limit`)."""
-        if self.kind == "choice":
-            return list(self.values)
-        if self.kind == "int" and not self.log:
-            step = self.step or 1
-            count = (self.high - self.low) // step + 1
-            return list(range(self.low, self.high + 1, step)) if count <= limit else None
-        return None
-
-    def to_dict(self) -> dict:
-        spec: dict = {self.kind: list(self.values) if self.kind == "choice" else [self.low, self.high]}
-        if self.step is not None:
-            spec["step"] = self.step
-        if self.log:
-            spec["log"] = True
-        if self.default is not None:
-            spec["default"] = self.default
-        return spec
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    dimensions: tuple[Dimension, ...] = ()
-    source: str = "tune"
-
-    def __bool__(self) -> bool:
-        return bool(self.dimensions)
-
-    def __iter__(self):
-        return iter(self.dimensions)
-
-    def __len__(self) -> int:
-        return len(self.dimensions)
-
-    @property
-    def keys(self) -> list[str]:
-        return [d.key for d in self.dimensions]
-
-    @property
-    def params(self) -> tuple[Dimension, ...]:
-        return tuple(d for d in self.dimensions if d.section == "params")
-
-    @property
-    def training(self) -> tuple[Dimension, ...]:
-        return tuple(d for d in self.dimensions if d.section == TRAINING)
-
-    def split(self, values: dict) -> tuple[dict, dict]:
-        """KerasTuner values {key: encoded} -> (recipe params, training settings), decoded.
-
-        Dimensions absent from `values` take their default (KerasTuner's rule)."""
-        params, training = {}, {}
-        for dim in self.dimensions:
-            if dim.key in values:
-                value = dim.decode(values[dim.key])
-            else:
-                value = self.default_value(dim)
-            (params if dim.section == "params" else training)[dim.name] = value
-        return params, training
-
-    def hyperparameters(self, values: dict) -> dict:
-        """The values of one trial as the recipe writes them: params, then a `training` map."""
-        params, training = self.split(values)
-        return {**params, **({TRAINING: training} if training else {})}
-
-    @staticmethod
-    def default_value(dim: Dimension):
-        if dim.default is not None:
-            return dim.default
-        if dim.kind == "choice":
-            return dim.values[0]
-        return dim.low
-
-    def without(self, params: Iterable[str] = (), training: Iterable[str] = ()) -> "SearchSpace":
-        """The space less the dimensions fixed elsewhere (--set, --batch-size...)."""
-        params, training = set(params), set(training)
-        kept = tuple(d for d in self.dimensions
-                     if not (d.section == "params" and d.name in params)
-                     and not (d.section == TRAINING and d.name in training))
-        return SearchSpace(kept, self.source)
-
-    def log_keys(self) -> tuple[str, ...]:
-        return tuple(d.key for d in self.dimensions if d.log)
-
-    def to_dict(self) -> dict:
-        section: dict = {d.name: d.to_dict() for d in self.params}
-        if self.training:
-            section[TRAINING] = {d.name: d.to_dict() for d in self.training}
-        return section
-
-    def combinations(self, limit: int = 10_000) -> list[tuple[dict, dict]] | None:
-        """Every (params, training) of a finite space of at most `limit` points, else None."""
-        grids = [d.grid(limit) for d in self.dimensions]
-        if any(g is None for g in grids) or math.prod(len(g) for g in grids) > limit:
-            return None
-        out = []
-        for combo in itertools.product(*grids):
-            params, training = {}, {}
-            for dim, value in zip(self.dimensions, combo):
-                (params if dim.section == "params" else training)[dim.name] = value
-            out.append((params, training))
-        return out
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -253,7 +75,7 @@ def parse_space(section, *, params: dict, training_checks: dict | None = None,
     (a recipe's `document.error` names file, line and field); paths start with "tune".
     """
     if training_checks is None:
-        from cnnbuilder.recipe.training import _CHECKS as training_checks
+        training_checks = TRAINING_CHECKS
     error = error or (lambda path, message: RecipeError(f"field {_format(path)}: {message}"))
     if section is None:
         return SearchSpace((), source)
@@ -408,21 +230,16 @@ def _acceptor(what, default, check):
 # ----------------------------------------------------------------------------- recipes
 
 
-def tune_section(recipe) -> dict:
-    """The `tune:` section of a recipe with its `extends` chain applied entry by entry.
+def tune_section(recipe: Recipe) -> dict:
+    """The `tune:` section of a loaded recipe with its `extends` chain applied entry by entry.
 
     Elsewhere maps merge key by key, but a search-space entry a recipe declares replaces
     its parent's entry whole: `depth: {choice: [10, 16]}` under a parent's
     `depth: {int: [40, 100], step: 6, default: 100}` must not inherit `int`, `step` or a
-    `default` that is not among its choices. Under `training:` each setting is an entry.
-
-    `recipe` is what `load_recipe` accepts. A `Recipe` built from a dict no longer knows its
-    own section apart from its parents'; its merged section is returned."""
-    chain = _raw_chain(recipe)
-    if chain is None:
-        from cnnbuilder.zoo import load_recipe
-
-        return copy.deepcopy(load_recipe(recipe).tune or {})
+    `default` that is not among its choices. Under `training:` each setting is an entry."""
+    chain = recipe.document.chain
+    if not chain:  # a Document made by hand: only its merged section is known
+        return copy.deepcopy(recipe.tune or {})
     section: dict = {}
     for raw in reversed(chain):  # the root first, the recipe itself last
         own = raw.get("tune")
@@ -440,53 +257,35 @@ def tune_section(recipe) -> dict:
     return section
 
 
-def _raw_chain(recipe) -> list[dict] | None:
-    """The recipe's own data, then its parent's, and so on; None when unknown."""
-    from pathlib import Path
-
-    from cnnbuilder.recipe import Recipe
-    from cnnbuilder.recipe.source import read_recipe_file
-    from cnnbuilder.zoo import _resolve_extends, recipe_path
-
-    if isinstance(recipe, Recipe):
-        source = recipe.document.source
-        if not source or source.startswith("<"):
-            return None
-        recipe = Path(source)
-    if isinstance(recipe, dict):
-        data, base = recipe, Path.cwd()
-    elif isinstance(recipe, (str, Path)):
-        path = Path(recipe) if isinstance(recipe, Path) or str(recipe).endswith((".yaml", ".yml")) \
-            else recipe_path(recipe)
-        data, base = read_recipe_file(path)[0], Path(path).resolve().parent
-    else:
-        return None
-    chain, seen = [], set()
-    while isinstance(data, dict):
-        chain.append(data)
-        parent = data.get("extends")
-        if not isinstance(parent, str):
-            break
-        path = _resolve_extends(parent, base)
-        if path is None or str(Path(path).resolve()) in seen:
-            return None  # load_recipe reports it
-        seen.add(str(Path(path).resolve()))
-        data, base = read_recipe_file(path)[0], Path(path).resolve().parent
-    return chain
+# How a name, path or dict becomes a `Recipe`: `cnnbuilder.zoo` (which knows the shipped
+# recipes, and comes after this package) installs its `load_recipe` here when it is imported,
+# so this package never imports it.
+_loader: Callable[[object], Recipe] | None = None
 
 
-def recipe_space(recipe, section=None) -> SearchSpace:
-    """The search space of a recipe (what `load_recipe` accepts): its own `tune:` section
-    (`tune_section`), or `section` (a mapping in the same syntax, e.g. from Python)
-    checked against the recipe's params."""
-    from cnnbuilder.zoo import load_recipe
+def use_loader(load: Callable[[object], Recipe]) -> None:
+    """Set the function `recipe_space` loads a recipe that is not yet a `Recipe` with."""
+    global _loader
+    _loader = load
 
-    loaded = load_recipe(recipe)
-    declared = loaded.document.data.get("params") or {}
+
+def recipe_space(recipe, section=None, *, load: Callable[[object], Recipe] | None = None) -> SearchSpace:
+    """The search space of a recipe: its own `tune:` section (`tune_section`), or `section`
+    (a mapping in the same syntax, e.g. from Python) checked against the recipe's params.
+
+    `recipe` is a `Recipe`, or what `load` (default: `cnnbuilder.load_recipe`) accepts: a
+    shipped name, a path or a dict."""
+    if not isinstance(recipe, Recipe):
+        load = load or _loader
+        if load is None:
+            raise RecipeError(f"recipe_space got {recipe!r}, not a Recipe, and no loader: pass "
+                              "load=cnnbuilder.load_recipe or a loaded Recipe.")
+        recipe = load(recipe)
+    declared = recipe.document.data.get("params") or {}
     if section is None:
-        return parse_space(tune_section(recipe), params=declared, error=loaded.document.error,
-                           source=f"the tune: section of {loaded.name}")
-    where = f"the search space given for {loaded.name}"
+        return parse_space(tune_section(recipe), params=declared, error=recipe.document.error,
+                           source=f"the tune: section of {recipe.name}")
+    where = f"the search space given for {recipe.name}"
 
     def error(path, message):
         return RecipeError(f"{where}, field {_format(path)}: {message}")
@@ -518,4 +317,4 @@ def check_reachable(space: SearchSpace, check: Callable[[dict, dict], str | None
 
 
 __all__ = ["Dimension", "SearchSpace", "parse_space", "recipe_space", "tune_section",
-           "check_reachable", "FORMS"]
+           "check_reachable", "use_loader", "FORMS", "KINDS", "OPTIONS", "TRAINING", "UNTUNABLE_TRAINING"]
