@@ -121,7 +121,7 @@ def bench_step(repeats=7, batch=8, size=128):
 
 
 def bench_pipeline(repeats=5):
-    from cnnbuilder.data.datasets import load_dataset, make_pipeline
+    from cnnbuilder.data import load_dataset, make_pipeline
 
     data = load_dataset("digits")
     shape, batch = (32, 32, 3), 128
@@ -155,7 +155,7 @@ def bench_train(epochs=20):
     no callbacks). One run each: 20 epochs take minutes."""
     import tempfile
 
-    from cnnbuilder.data.datasets import load_dataset, to_model_input
+    from cnnbuilder.data import load_dataset, preprocess
 
     with tempfile.TemporaryDirectory() as directory:
         keras.backend.clear_session()
@@ -163,9 +163,9 @@ def bench_train(epochs=20):
                                 verbose=0).metrics
     data = load_dataset("digits")
     shape, batch = (32, 32, 3), 128
-    x_train, y_train = to_model_input(data.train[0], shape), data.train[1]
-    x_val, y_val = to_model_input(data.validation[0], shape), data.validation[1]
-    x_test, y_test = to_model_input(data.test[0], shape), data.test[1]
+    x_train, y_train = preprocess(data.train[0], shape), data.train[1]
+    x_val, y_val = preprocess(data.validation[0], shape), data.validation[1]
+    x_test, y_test = preprocess(data.test[0], shape), data.test[1]
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     model = cnnbuilder.build("resnet20", classes=10)

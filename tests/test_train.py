@@ -75,7 +75,7 @@ def test_train_writes_the_run_directory(tiny, tmp_path):
     assert not (out / "resume").exists()
     # the saved model is the best epoch's and scores the reported test accuracy
     data = cnnbuilder.load_dataset("digits")
-    from cnnbuilder.data.datasets import make_pipeline
+    from cnnbuilder.data import make_pipeline
 
     test = make_pipeline(data.test, input_shape=(16, 16, 3), batch_size=128, training=False)
     loaded.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])

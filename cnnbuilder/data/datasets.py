@@ -120,17 +120,3 @@ def _load_digits(validation_split: float, test_split: float) -> Dataset:
         validation=take(x, y, validation),
         test=take(x, y, test),
     )
-
-
-def __getattr__(name: str):
-    """Transitional: `make_pipeline` and `to_model_input` moved (issue 12); callers that
-    still import them from this module get the new functions. Remove once none does."""
-    if name == "make_pipeline":
-        from cnnbuilder.data.pipeline import make_pipeline
-
-        return make_pipeline
-    if name == "to_model_input":
-        from cnnbuilder.data.preprocess import preprocess
-
-        return preprocess
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

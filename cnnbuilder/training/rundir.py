@@ -93,20 +93,22 @@ def atomic_save_model(model, path: Path) -> None:
         raise
 
 
-def read_json(path: Path, *, what: str = "file") -> dict | None:
+START_OVER = "remove it or pass --overwrite to start over."
+
+
+def read_json(path: Path, *, what: str = "file", hint: str = START_OVER) -> dict | None:
     """The JSON object in `path`; None if the file is absent; a RunError naming the file
-    when it cannot be read or holds something else than an object."""
+    (and ending with `hint`, what the user can do) when it cannot be read or holds
+    something else than an object."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise RunError(f"the {what} {path} cannot be read ({exc}); remove it or pass "
-                       "--overwrite to start over.") from None
+        raise RunError(f"the {what} {path} cannot be read ({exc}); {hint}") from None
     if not isinstance(data, dict):
-        raise RunError(f"the {what} {path} holds {type(data).__name__}, not a JSON object; "
-                       "remove it or pass --overwrite to start over.")
+        raise RunError(f"the {what} {path} holds {type(data).__name__}, not a JSON object; {hint}")
     return data
 
 

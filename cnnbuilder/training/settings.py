@@ -12,11 +12,7 @@ from dataclasses import dataclass
 import keras
 
 from cnnbuilder.data import Dataset
-try:  # TEMPORARY until data/preprocess.py lands
-    from cnnbuilder.data.preprocess import preprocessing_config
-except ImportError:  # pragma: no cover
-    def preprocessing_config(input_shape):
-        return {"scale": 255.0, "resize": "bilinear", "channels": input_shape[-1]}
+from cnnbuilder.data import preprocessing_config
 from cnnbuilder.errors import DataError
 from cnnbuilder.recipe.training import TrainingConfig, training_config
 from cnnbuilder.zoo import load_recipe
