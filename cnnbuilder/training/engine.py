@@ -81,7 +81,7 @@ class Job:
         if self.data.train is None:
             raise DataError(f"the dataset {self.data.name} has no training split.")
         common = dict(input_shape=self.settings.input_shape, batch_size=self.config.batch_size,
-                      seed=self.settings.seed)
+                      seed=self.settings.seed, normalization=self.settings.normalization)
         return {
             "train": make_pipeline(self.data.train, training=True,
                                    augment=list(self.settings.augment), **common),

@@ -51,6 +51,9 @@ class RunSettings:
     seed: int
     mixed_precision: bool
     jit: bool
+    # How pixels are scaled after resizing (cnnbuilder.data.preprocess): the training
+    # pipeline and the exported signature both read it from here.
+    normalization: str = "unit"
 
     @classmethod
     def create(cls, recipe_or_model, data: Dataset, *, params: dict | None = None,
@@ -99,7 +102,7 @@ class RunSettings:
             "classes": self.classes,
             # Everything serving needs to turn a raw uint8 image into this model's input
             # (read back by cnnbuilder.data.preprocess_from_config).
-            "preprocessing": preprocessing_config(self.input_shape),
+            "preprocessing": preprocessing_config(self.input_shape, self.normalization),
             "mixed_precision": self.mixed_precision,
             "jit": self.jit,
             "versions": {"keras": keras.__version__, "tensorflow": tf.__version__},
