@@ -55,8 +55,9 @@ class Cluster:
         path = self.output / "search.log"
         return path.read_text() if path.exists() else ""
 
-    def starts(self) -> list[tuple[str, str]]:
-        return re.findall(r"trial (\S+) start on (\S+)", self.search_log())
+    def starts(self) -> list[tuple[int, str]]:
+        """(trial number, tuner_id) of every trial start the chief logged."""
+        return [(int(n), w) for n, w in re.findall(r"trial (\d+) start on (\S+)", self.search_log())]
 
     def wait(self, tuner_id: str, timeout: float = 300) -> int:
         try:
@@ -101,9 +102,9 @@ def test_chief_and_two_workers_run_every_trial_exactly_once(cluster):
     trials = result["trials"]
     assert len(trials) == 4 and all(t["status"] == "completed" for t in trials)
     started = c.starts()
-    ids = [trial_id for trial_id, _ in started]
-    assert sorted(ids) == sorted(t["trial_id"] for t in trials) and len(set(ids)) == len(ids) == 4
-    ran = {t["trial_id"]: t["tuner_id"] for t in trials}
+    numbers = [number for number, _ in started]
+    assert sorted(numbers) == sorted(t["number"] for t in trials) and len(set(numbers)) == len(numbers) == 4
+    ran = {t["number"]: t["tuner_id"] for t in trials}
     assert ran == dict(started) and set(ran.values()) <= {"tuner0", "tuner1"}  # the chief only serves
     counts = [int(re.search(r"worker tuner\d ran (\d+) trials", c.log(w)).group(1)) for w in ("tuner0", "tuner1")]
     assert sum(counts) == 4
@@ -121,14 +122,14 @@ def test_a_worker_killed_mid_trial_does_not_stall_the_search(cluster):
         if chief.poll() is not None or victim.poll() is not None:
             pytest.fail("tuner1 never started a trial:\n" + c.search_log())
         time.sleep(0.05)
-    lost = next(trial_id for trial_id, w in c.starts() if w == "tuner1")
+    lost = next(number for number, w in c.starts() if w == "tuner1")
     victim.send_signal(signal.SIGKILL)
     victim.wait()
 
     assert c.wait("chief") == 0, c.log("chief")
     assert c.wait("tuner0") == 0, c.log("tuner0")
     result = json.loads((c.output / "tuning.json").read_text())
-    trials = {t["trial_id"]: t for t in result["trials"]}
+    trials = {t["number"]: t for t in result["trials"]}
     assert len(trials) == 4
     log = c.search_log()
     assert f"trial {lost} lost: worker tuner1 sent no heartbeat for 8 s" in log

@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, MaxNLocator
 
 UNSCORED = ("skipped", "failed")  # the rows of the strip, top to bottom
 COLORS = {"skipped": "tab:gray", "failed": "tab:red"}
@@ -139,6 +140,11 @@ def plot_tuning(result: dict, path, *, title: str | None = None) -> Path:
                               rotation=20 if len(points["ticks"]) > 3 else 0)
         elif key in logs or (key == "params" and _spans_decades(xs)):
             axis.set_xscale("log")
+        elif all(isinstance(x, int) for x in xs + points["skipped"] + points["failed"]):
+            target.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if key == "params" and not _spans_decades(xs):
+            target.xaxis.set_major_locator(MaxNLocator(nbins=5))
+            target.xaxis.set_major_formatter(EngFormatter(sep=""))  # 25k, not 25000
         target.set_xlabel("parameters" if key == "params" else key)
         for drawn in dict.fromkeys((axis, target)):
             handles, labels = drawn.get_legend_handles_labels()
