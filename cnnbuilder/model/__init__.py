@@ -4,7 +4,10 @@ Model-building code uses `keras.layers` and `keras.ops` only, so recipes build u
 Keras backend.
 """
 
-from cnnbuilder.model.builder import build, stage_outputs
+from cnnbuilder.model.builder import build
+from cnnbuilder.model.features import layer_strides, stage_outputs
+from cnnbuilder.model.onednn import cpu_has_avx512, find_onednn_crash_pattern
 from cnnbuilder.model.weights import transfer_weights
 
-__all__ = ["build", "stage_outputs", "transfer_weights"]
+__all__ = ["build", "cpu_has_avx512", "find_onednn_crash_pattern", "layer_strides",
+           "stage_outputs", "transfer_weights"]

@@ -1,4 +1,10 @@
-"""Recipe → Keras functional model, with the keras.applications constructor arguments."""
+"""Recipe → Keras functional model, with the keras.applications constructor arguments.
+
+`build` resolves the recipe into a `Plan` (every recipe error is raised there, before any
+layer exists), then `apply_plan` calls one block function per step. Feature extraction
+(`stage_outputs`, `layer_strides`) lives in `cnnbuilder.model.features` and is re-exported
+here for the callers that import it from this module.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from keras import layers
 
 from cnnbuilder.model.blocks import BLOCK_FUNCTIONS
 from cnnbuilder.model.factory import LayerFactory
+from cnnbuilder.model.features import layer_strides, stage_outputs
 from cnnbuilder.errors import RecipeError, WeightsError
 from cnnbuilder.recipe import Plan, Recipe
 from cnnbuilder.recipe.vocabulary import ACTIVATIONS
@@ -22,11 +29,32 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
           features_only: bool = False, **params) -> keras.Model:
     """Build a Keras functional model from a recipe.
 
-    Arguments follow `keras.applications` constructors. `recipe` is a shipped name, a path
-    to a .yaml file, a dict or a `Recipe`; extra keyword arguments override recipe params
-    (`build("densenet121", growth_rate=12)`). `classes` defaults to the recipe's own
-    (1000 for the ImageNet networks). `features_only=True` returns a model whose outputs
-    are the end of every stage (see `stage_outputs`).
+    Arguments follow `keras.applications` constructors and behave like them.
+
+    Args:
+        recipe: a shipped recipe name, a path to a .yaml file, a dict or a `Recipe`.
+        include_top: keep the recipe's `head:` (the classifier).
+        weights: None (random initialization), "imagenet" (the keras.applications file
+            from the Keras cache, for recipes that mirror one) or a path to a weights file
+            (`.weights.h5`, a keras.applications `.h5`).
+        input_tensor: a tensor to build the model on (a Keras tensor is used as is).
+        input_shape: (height, width, channels); defaults to the recipe's, or
+            (None, None, channels) without the top.
+        pooling: without the top, None (the 4-D feature map), "avg" or "max".
+        classes: classifier outputs; defaults to the recipe's own (1000 for ImageNet).
+        classifier_activation: the head's activation ("softmax", None for logits, ...).
+        name: the model name; defaults to the recipe's.
+        features_only: return a model whose outputs are the end of every stage (see
+            `stage_outputs`); implies no top.
+        **params: overrides of the recipe's params (`build("densenet121", growth_rate=12)`).
+
+    Returns:
+        A `keras.Model` (functional) of standard Keras layers, with deterministic names.
+
+    Raises:
+        RecipeError: a bad recipe, param or argument (a `ValueError`), before any layer
+            is built.
+        WeightsError: weights that are missing or do not fit.
     """
     recipe = load_recipe(recipe)
     _check_arguments(recipe, include_top, weights, pooling, classes, classifier_activation)
@@ -66,7 +94,16 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
 
 
 def apply_plan(plan: Plan, x):
-    """Apply every step of a plan to `x`; returns the output and each stage's last tensor."""
+    """Apply every step of a plan to `x`, one block function per step.
+
+    Args:
+        plan: a resolved `Plan` (its steps, block fields, layer names and defaults).
+        x: the input tensor.
+
+    Returns:
+        `(output, stage_ends)`: the last tensor, and `{stage name: its last tensor}` for the
+        stages (not the stem or head).
+    """
     nn = LayerFactory(plan.defaults)
     stage_ends = {}
     for index, step in enumerate(plan.steps):
@@ -78,33 +115,6 @@ def apply_plan(plan: Plan, x):
         if step.section == "stage":
             stage_ends[step.stage] = x
     return x, stage_ends
-
-
-def stage_outputs(model: keras.Model) -> list[dict]:
-    """Name, channels and stride of each output of a `features_only=True` model.
-
-    The stride is the product of the convolution and pooling strides between the input and
-    the output (4, 8, 16, 32 for a ResNet-50), as timm's `feature_info` reports it; it does
-    not depend on the input size, and valid padding does not change it.
-    """
-    strides = layer_strides(model)
-    info = []
-    for tensor in model.outputs:
-        name = tensor._keras_history.operation.name
-        info.append({"name": name, "channels": tensor.shape[-1], "stride": strides.get(name)})
-    return info
-
-
-def layer_strides(model: keras.Model) -> dict[str, int]:
-    """Cumulative stride of every layer's output, by layer name."""
-    strides: dict[str, int] = {}
-    for layer in model.layers:  # functional models list their layers in topological order
-        inbound = [strides.get(t._keras_history.operation.name, 1)
-                   for node in layer._inbound_nodes for t in node.input_tensors]
-        own = getattr(layer, "strides", None)
-        own = own[0] if isinstance(own, (tuple, list)) and own else (own if isinstance(own, int) else 1)
-        strides[layer.name] = max(inbound, default=1) * own
-    return strides
 
 
 def _check_arguments(recipe: Recipe, include_top, weights, pooling, classes, activation):
@@ -159,3 +169,7 @@ def _input_shape(recipe: Recipe, include_top, weights, input_tensor, input_shape
                 f"should be {default}. Received: input_shape={input_shape}"
             )
     return input_shape
+
+
+# stage_outputs and layer_strides moved to cnnbuilder.model.features; importable from here too.
+__all__ = ["apply_plan", "build", "layer_strides", "stage_outputs"]

@@ -43,7 +43,7 @@ class DenseLayerBottleneck(keras.layers.Layer):
     inside a `keras.StatelessScope`, whose collected updates are returned by the recomputed
     function and assigned outside it, so the backward recomputation discards its own.
 
-    Arguments:
+    Args:
         norm: a `keras.layers.BatchNormalization` (or its serialized config) over the
             concatenated channels.
         conv: a `keras.layers.Conv2D` (or its serialized config) applied after the
@@ -66,7 +66,11 @@ class DenseLayerBottleneck(keras.layers.Layer):
     @property
     def canonical_sublayers(self) -> list:
         """The standard layers this layer stands for, in the order of the plain graph
-        (BatchNormalization, Conv2D); used to pair weights with the plain build."""
+        (BatchNormalization, Conv2D); used to pair weights with the plain build.
+
+        Returns:
+            `[norm, conv]`.
+        """
         return [self.norm, self.conv]
 
     @staticmethod

@@ -12,7 +12,15 @@ from cnnbuilder.recipe.units import format_count  # noqa: F401  (re-exported)
 
 
 def layer_macs(layer) -> int:
-    """Multiply-accumulate operations of one conv or fully connected layer, per image."""
+    """Multiply-accumulate operations of one conv or fully connected layer, per image.
+
+    Args:
+        layer: a layer of a built functional model.
+
+    Returns:
+        The MACs of a Conv2D (output positions × kernel area × input channels / groups ×
+        filters) or Dense layer; 0 for other layers and for unknown spatial sizes.
+    """
     if isinstance(layer, keras.layers.Conv2D):
         out = layer.output.shape
         if any(d is None for d in out[1:]):
@@ -28,6 +36,9 @@ def layer_macs(layer) -> int:
 
 @dataclass
 class StageSummary:
+    """One row of `cnnbuilder show`: a stem, stage or head, its blocks, output shape,
+    parameters and multiply-adds."""
+
     name: str
     blocks: list[tuple[str, int]] = field(default_factory=list)  # (block, repeats) in order
     output_shape: tuple = ()
@@ -49,7 +60,19 @@ def _owner(layer_name: str, step_names: list[str]) -> str | None:
 
 
 def summarize(model: keras.Model, plan: Plan) -> list[StageSummary]:
-    """One `StageSummary` per stem, stage and head, from the layers each step created."""
+    """One `StageSummary` per stem, stage and head, from the layers each step created.
+
+    A layer belongs to the step whose name is the longest prefix of its own
+    (`conv2_block1_0_bn` to step `conv2`); layers of no step (the builder's pooling) count
+    in the head.
+
+    Args:
+        model: the model built from `plan`.
+        plan: the resolved plan.
+
+    Returns:
+        The summaries in network order.
+    """
     stage_of_step = {s.name: s.stage for s in plan.steps}
     stages: dict[str, StageSummary] = {}
     for step in plan.steps:

@@ -27,6 +27,12 @@ def canonical_layers(model: keras.Model) -> list:
     except for commutative merges, whose inputs are visited shallowest first (the
     shortcut before the residual branch, however the model was written). Layers with
     `canonical_sublayers` are replaced by those.
+
+    Args:
+        model: a functional model.
+
+    Returns:
+        The layers that own weights, in that order.
     """
     depth: dict[int, int] = {}
 
@@ -79,7 +85,20 @@ def canonical_layers(model: keras.Model) -> list:
 def transfer_weights(source_model: keras.Model, target_model: keras.Model) -> keras.Model:
     """Copy every weight of `source_model` into `target_model` (same architecture, any names).
 
-    Raises WeightsError naming the first pair of layers that do not correspond.
+    Layers are paired by `canonical_layers` (the graph's structure), so a keras.applications
+    model and the recipe build of the same network, or the plain and memory-efficient
+    DenseNet builds, exchange weights.
+
+    Args:
+        source_model: the model to copy from.
+        target_model: the model to copy into (changed in place).
+
+    Returns:
+        `target_model`.
+
+    Raises:
+        WeightsError: the models differ (number of weighted layers, or a pair of layers of
+            other types or weight shapes; the first such pair is named). Nothing is copied.
     """
     source, target = canonical_layers(source_model), canonical_layers(target_model)
     if len(source) != len(target):
@@ -102,12 +121,27 @@ def transfer_weights(source_model: keras.Model, target_model: keras.Model) -> ke
 
 
 def keras_cache_dir() -> Path:
+    """Where keras.applications keeps downloaded weights: `$KERAS_HOME/models`, else
+    `~/.keras/models`."""
     base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     return Path(base) / "models"
 
 
 def load_weights(model: keras.Model, weights, *, recipe, include_top: bool, plan) -> None:
-    """Load `weights` ("imagenet" or a file) into a model built from `recipe`."""
+    """Load `weights` into a model built from `recipe`.
+
+    Args:
+        model: the built model (changed in place).
+        weights: "imagenet" (the keras.applications file from the Keras cache), a
+            `.weights.h5` file of this architecture, or a keras.applications `.h5` file
+            (loaded into that application, then transferred).
+        recipe: the model's `Recipe` (its `metadata.keras_application`, `keras_weights`).
+        include_top: whether the model has its classifier.
+        plan: the model's `Plan`.
+
+    Raises:
+        WeightsError: no such weights, or weights that do not fit.
+    """
     meta = recipe.metadata
     if weights == "imagenet":
         files = meta.get("keras_weights") or {}

@@ -13,6 +13,12 @@ BLOCK_FUNCTIONS: dict[str, Callable] = {}
 
 
 def register(*names: str):
+    """Register the decorated block function under the recipe block `names`.
+
+    Raises:
+        KeyError: a name registered twice.
+    """
+
     def decorator(function):
         for name in names:
             if name in BLOCK_FUNCTIONS:

@@ -1,4 +1,13 @@
-"""DenseNet blocks (Huang et al. 2017): the dense block and the transition layer."""
+"""DenseNet blocks (Huang et al. 2017): the dense block and the transition layer.
+
+Layer names follow keras.applications' `densenet.py`, so a recipe that names its blocks
+as keras does (`name: conv2` for the first dense block, `name: pool2` for the transition
+after it) has exactly the layer names of `keras.applications.DenseNet121`:
+`conv2_block1_0_bn`, `conv2_block1_0_relu`, `conv2_block1_1_conv`, `conv2_block1_1_bn`,
+`conv2_block1_1_relu`, `conv2_block1_2_conv`, `conv2_block1_concat`; `pool2_bn`,
+`pool2_relu`, `pool2_conv`, `pool2_pool`. In those names `0` is the input's BN-ReLU,
+`1` the 1×1 bottleneck convolution and its BN-ReLU, `2` the 3×3 convolution.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +18,27 @@ from cnnbuilder.model.layers import DenseLayerBottleneck  # also registers it fo
 
 
 def dense_layer(x, *, nn, name, growth_rate, bn_size, bottleneck, dropout):
-    """BN-ReLU-Conv1×1(bn_size·k)-BN-ReLU-Conv3×3(k); returns the k new channels."""
+    """One layer of a dense block, without its concatenation (Huang et al. 2017, §3).
+
+    Builds `<name>_0_bn`, `<name>_0_relu`; with the bottleneck (DenseNet-B, §3
+    "Bottleneck layers") `<name>_1_conv` (1×1, bn_size·k channels), `<name>_1_dropout`
+    (only when `dropout`), `<name>_1_bn`, `<name>_1_relu`; then `<name>_2_conv` (3×3, k
+    channels) and `<name>_2_dropout` (only when `dropout`). The activation part of the
+    names is the recipe's activation (`relu`).
+
+    Args:
+        x: the concatenation of the block input and every earlier layer's output.
+        nn: the `LayerFactory` with the recipe's defaults.
+        name: the layer's name prefix (`conv2_block1`).
+        growth_rate: k, the channels the layer adds.
+        bn_size: the bottleneck has `bn_size * growth_rate` channels (4k in the paper).
+        bottleneck: build the 1×1 bottleneck convolution.
+        dropout: rate of the dropout after each convolution (§4.1: 0.2 on the CIFAR
+            networks trained without augmentation); 0 for none.
+
+    Returns:
+        The k new feature maps (the caller concatenates them to `x`).
+    """
     act = nn.activation
     y = nn.bn(x, name=f"{name}_0_bn")
     y = nn.act(y, name=f"{name}_0_{act}")
@@ -28,30 +57,52 @@ def dense_layer(x, *, nn, name, growth_rate, bn_size, bottleneck, dropout):
 @register("dense")
 def dense_block(x, *, nn, name, layers: int, growth_rate, bn_size, bottleneck, dropout,
                 memory_efficient=False):
+    """A DenseNet dense block (Huang et al. 2017, §3 "Dense connectivity", Fig. 2).
+
+    Layer ℓ receives the concatenation of the block input and the outputs of layers
+    1…ℓ-1 and adds k channels, so a block of L layers on C channels ends with C + L·k.
+    Builds, for i = 1…`layers`, the layers of `dense_layer` named `<name>_block<i>_...`
+    followed by `<name>_block<i>_concat` (as keras.applications' `dense_block` and
+    `conv_block`).
+
+    With `memory_efficient` (Pleiss et al. 2017) the same network is built so that the
+    backward pass recomputes each layer's concatenation-BN-ReLU-first convolution instead
+    of storing it: layer i starts with one `DenseLayerBottleneck` named
+    `<name>_block<i>_0_bn_relu_1_conv` (without the bottleneck `..._2_conv`) over the list
+    of earlier outputs, whose BatchNorm and Conv2D keep the plain names
+    (`<name>_block<i>_0_bn`, `<name>_block<i>_1_conv`); the rest of the layer is plain, and
+    one `<name>_concat` joins the block's outputs at its end. Weights (shapes and graph
+    order) are those of the plain block, so `transfer_weights` works between the two.
+
+    Args:
+        x: the input tensor.
+        nn: the `LayerFactory` with the recipe's defaults.
+        name: the block's name prefix, keras.applications' `conv2` ... `conv5`.
+        layers: L, the number of dense layers.
+        growth_rate, bn_size, bottleneck, dropout: those of `dense_layer`.
+        memory_efficient: build the recomputed form.
+
+    Returns:
+        The concatenation of the input and the outputs of all L layers.
+    """
     if memory_efficient:
         return _efficient_dense_block(x, nn=nn, name=name, layers=layers, growth_rate=growth_rate,
                                       bn_size=bn_size, bottleneck=bottleneck, dropout=dropout)
     for i in range(layers):
-        layer_name = f"{name}_layer{i + 1}"
+        layer_name = f"{name}_block{i + 1}"
         y = dense_layer(x, nn=nn, name=layer_name, growth_rate=growth_rate, bn_size=bn_size,
                         bottleneck=bottleneck, dropout=dropout)
-        x = _concat(x, y, name=f"{layer_name}_concat")
+        x = _concat([x, y], name=f"{layer_name}_concat")
     return x
 
 
 def _efficient_dense_block(x, *, nn, name, layers: int, growth_rate, bn_size, bottleneck,
                            dropout):
-    """The same network, memory-efficient (Pleiss et al. 2017).
-
-    Each layer's concatenation, BN, activation and first convolution form one
-    `DenseLayerBottleneck` over the list of earlier feature maps, recomputed in the backward
-    pass; the block's output is one concatenation of all of them. Weights (shapes and graph
-    order) are those of the plain block, so `transfer_weights` works between the two.
-    """
+    """`dense_block` with `memory_efficient=True` (see there)."""
     act = nn.activation
     features = [x]
     for i in range(layers):
-        layer_name = f"{name}_layer{i + 1}"
+        layer_name = f"{name}_block{i + 1}"
         if bottleneck:
             y = _bottleneck(nn, bn_size * growth_rate, 1, name=layer_name, conv_name="1_conv",
                             bn_follows=True)(features)
@@ -66,41 +117,47 @@ def _efficient_dense_block(x, *, nn, name, layers: int, growth_rate, bn_size, bo
         if dropout:
             y = _dropout(y, dropout, name=f"{layer_name}_2_dropout")
         features.append(y)
-    return _concat_all(features, name=f"{name}_concat")
+    return _concat(features, name=f"{name}_concat")
 
 
 def _bottleneck(nn, filters, kernel, *, name, conv_name, bn_follows) -> DenseLayerBottleneck:
-    """A DenseLayerBottleneck whose BN and Conv2D follow the recipe's layer defaults, as
-    `nn.bn` and `nn.conv` would build them."""
-    padding = nn.conv_defaults["padding"]
-    if padding == "symmetric":  # stride 1, odd kernel: kernel//2 on every side is "same"
-        padding = "same" if kernel > 1 else "valid"
-    use_bias = nn.conv_defaults["use_bias"]
-    if use_bias == "auto":
-        use_bias = not bn_follows
-    norm = layers.BatchNormalization(axis=-1, epsilon=nn.bn_defaults["epsilon"],
-                                     momentum=nn.bn_defaults["momentum"], name=f"{name}_0_bn")
-    conv = layers.Conv2D(filters, kernel, padding=padding, use_bias=use_bias,
-                         kernel_initializer=nn.conv_defaults["kernel_initializer"],
-                         name=f"{name}_{conv_name}")
+    """A DenseLayerBottleneck whose BN and Conv2D are those `nn.bn` and `nn.conv` build,
+    named `<name>_0_bn` and `<name>_<conv_name>`."""
+    norm = nn.bn_layer(name=f"{name}_0_bn")
+    conv = nn.conv_layer(filters, kernel, bn_follows=bn_follows, name=f"{name}_{conv_name}")
     return DenseLayerBottleneck(norm, conv, activation=nn.activation,
                                 name=f"{name}_0_bn_{nn.activation}_{conv_name}")
 
 
 def _dropout(x, rate, *, name):
+    """`x` through a Dropout layer `name` (in `dense_block` the `layers` argument hides the
+    keras module)."""
     return layers.Dropout(rate, name=name)(x)
 
 
-def _concat_all(tensors, *, name):
+def _concat(tensors, *, name):
+    """Channel concatenation of `tensors` as a Concatenate layer `name`."""
     return layers.Concatenate(axis=-1, name=name)(tensors)
-
-
-def _concat(x, y, *, name):
-    return layers.Concatenate(axis=-1, name=name)([x, y])
 
 
 @register("transition")
 def transition(x, *, nn, name, compression, dropout):
+    """A DenseNet transition layer (Huang et al. 2017, §3 "Pooling layers", "Compression").
+
+    Builds `<name>_bn`, `<name>_relu`, `<name>_conv` (1×1, ⌊θ·C⌋ channels),
+    `<name>_dropout` (only when `dropout`) and `<name>_pool` (2×2 average pooling, stride
+    2), as keras.applications' `transition_block` (`name: pool2` gives `pool2_conv`).
+
+    Args:
+        x: the input tensor, C channels.
+        nn: the `LayerFactory` with the recipe's defaults.
+        name: the layer name prefix.
+        compression: θ, the fraction of channels kept (0.5 in DenseNet-BC, 1 in DenseNet).
+        dropout: rate of the dropout after the convolution; 0 for none.
+
+    Returns:
+        The downsampled tensor of ⌊θ·C⌋ channels and half the height and width.
+    """
     x = nn.bn(x, name=f"{name}_bn")
     x = nn.act(x, name=f"{name}_{nn.activation}")
     x = nn.conv(x, int(x.shape[-1] * compression), 1, name=f"{name}_conv")
