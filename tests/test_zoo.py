@@ -99,7 +99,8 @@ def test_recipe_metadata(name):
 @pytest.mark.usefixtures("free_memory")
 @pytest.mark.parametrize("name", NAMES)
 def test_recipe(name, tmp_path):
-    """Parameters as declared; builds at a small input; one training step gives a finite
+    """Parameters as declared; builds at a small input, of standard layers (no Lambda);
+    one training step gives a finite
     loss and changes the weights; and (see the module docstring) the `.keras` file
     round-trips in safe mode with equal outputs and `features_only` gives the end of every
     stage with its channels and stride."""
@@ -109,6 +110,7 @@ def test_recipe(name, tmp_path):
     model = build(recipe, input_shape=shape)
     assert model.name == name
     assert model.output_shape == (None, recipe.default_classes)
+    assert not [layer for layer in model.layers if isinstance(layer, keras.layers.Lambda)]
 
     # Parameter count at the default input. With global pooling it does not depend on the
     # input size; a flatten head (LeNet, AlexNet, VGG) needs the default input.
