@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 DEMO := runs/demo
 
 # The main job on the embedded digits: look at the zoo, train ResNet-20 (He et al. 2015)
-# as its paper did, export it for serving and classify a few digit images with it.
+# as its paper did, export it for serving, classify a few digit images with it, and search
+# a small DenseNet's growth rate and depth.
 demo: $(STAMP)
 	$(BIN)/cnnbuilder list
 	$(BIN)/cnnbuilder show resnet20 --plot $(DEMO)/resnet20.png
@@ -24,10 +25,10 @@ demo: $(STAMP)
 	$(BIN)/cnnbuilder export $(DEMO)/resnet20 --output saved_models/digits/1 --force
 	$(BIN)/python -m tools.demo samples $(DEMO)/samples 5 > /dev/null
 	$(BIN)/cnnbuilder predict saved_models/digits/1 $(DEMO)/samples/*.png --top-k 3
-	@# A short search over DenseNet-BC's growth rate (its recipe's tune: section) at depth 16;
-	@# --max-params skips the largest growth rate untrained. About a minute on 2 cores.
-	$(BIN)/cnnbuilder tune densenet_bc100_k12 --dataset digits --set depth=16 --input-shape 16,16,3 \
-		--max-trials 4 --epochs 2 --batch-size 64 --max-params 100000 --output $(DEMO)/tune --overwrite
+	@# A short search over DenseNet-BC's growth rate and depth together (tools/densenet_bc_demo.yaml:
+	@# densenet_bc100_k12 at depths 10-22); --max-params skips the largest untrained. Under a minute on 2 cores.
+	$(BIN)/cnnbuilder tune tools/densenet_bc_demo.yaml --dataset digits --input-shape 16,16,3 \
+		--max-trials 6 --epochs 2 --batch-size 64 --max-params 100000 --output $(DEMO)/tune --overwrite
 	@echo "search results: $(DEMO)/tune/tuning.json, $(DEMO)/tune/tuning.png"
 
 test: $(STAMP)

@@ -188,7 +188,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from cnnbuilder.tuning.search import tune
+    from cnnbuilder.tuning import tune
 
     result = tune(
         args.recipe, dataset=args.dataset, output=args.output, tuner=args.tuner,
@@ -208,7 +208,7 @@ def cmd_tune(args) -> int:
     best = result["best"]
     print(f"{len(result['trials'])} trials ({', '.join(f'{n} {s}' for s, n in counts.items())}) "
           f"in {result['seconds']:.0f} s.")
-    print(f"best: trial {best['trial_id']}, {result['objective']} {best['score']:.4f}, "
+    print(f"best: trial {best['number']}, {result['objective']} {best['score']:.4f}, "
           f"{best['params']:,} params, {best['hyperparameters']}")
     if result.get("retrained"):
         retrained = result["retrained"]

@@ -195,3 +195,34 @@ def test_resume_refuses_other_settings(tiny, tmp_path):
     (out / "state.json").write_text(json.dumps({"epochs_done": 1}))
     with pytest.raises(RunError, match="unfinished run with other settings"):
         cnnbuilder.train(tiny, "digits", output=out, epochs=2, verbose=0)
+
+
+
+def test_a_users_model_with_the_onednn_crash_pattern_is_warned_about_not_rewritten(monkeypatch):
+    """docs/known_issues.md: `train` never rewrites a user's model, but on an AVX-512 CPU
+    without a workaround it warns before fitting one with a strided 1x1 convolution on
+    fewer than 16 channels. (Fitting such a model would crash this very process on an
+    AVX-512 machine, so the fit and evaluation are replaced by stand-ins here.)"""
+    import warnings
+
+    from cnnbuilder.model import onednn
+    from cnnbuilder.training.engine import Job
+
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(8, 1, strides=2, name="narrow_projection")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    monkeypatch.setattr(onednn, "cpu_has_avx512", lambda *a, **k: True)
+    for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    fitted = []
+    monkeypatch.setattr(Job, "fit", lambda self, m, **kwargs: fitted.append(m))
+    monkeypatch.setattr(Job, "evaluate", lambda self, m: {"test_accuracy": 0.5, "test_loss": 1.0})
+    data = (np.zeros((20, 8, 8, 4), np.uint8), np.arange(20) % 2)
+    with pytest.warns(RuntimeWarning, match="narrow_projection"):
+        cnnbuilder.train(model, data, epochs=1, batch_size=10, verbose=0, augment=[])
+    assert fitted == [model]  # the user's own model, not a rewritten copy
+    assert [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)] == ["narrow_projection"]
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        cnnbuilder.train(model, data, epochs=1, batch_size=10, verbose=0, augment=[])

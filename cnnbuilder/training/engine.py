@@ -247,10 +247,8 @@ def _warn_on_crashing_layers(recipe_or_model) -> None:
     (docs/known_issues.md); recipe builds never hold them."""
     if not isinstance(recipe_or_model, keras.Model):
         return
-    try:
-        from cnnbuilder.model.onednn import crash_warning
-    except ImportError:  # pragma: no cover - the module comes with the layer-factory fix
-        return
+    from cnnbuilder.model.onednn import crash_warning
+
     message = crash_warning(recipe_or_model)
     if message:
         warnings.warn(message, RuntimeWarning, stacklevel=3)

@@ -96,6 +96,18 @@ def atomic_save_model(model, path: Path) -> None:
 START_OVER = "remove it or pass --overwrite to start over."
 
 
+def atomic_save_weights(model, path: Path) -> None:
+    """`model.save_weights` to a temporary file beside `path`, then rename over it."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name.removesuffix('.weights.h5')}.tmp-{secrets.token_hex(4)}.weights.h5")
+    try:
+        model.save_weights(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
 def read_json(path: Path, *, what: str = "file", hint: str = START_OVER) -> dict | None:
     """The JSON object in `path`; None if the file is absent; a RunError naming the file
     (and ending with `hint`, what the user can do) when it cannot be read or holds

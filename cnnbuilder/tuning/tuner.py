@@ -45,7 +45,7 @@ class BestEpochWeights(keras.callbacks.Callback):
             return
         if self.best is None or self.objective.better_than(value, self.best):
             self.best = value
-            self.model.save_weights(self.path)
+            rundir.atomic_save_weights(self.model, self.path)  # a kill never leaves half a file
 
 
 class RecipeTuner(hooks.TunerHooks):
