@@ -208,14 +208,15 @@ def bench_memory(repeats=2, step_repeats=3):
     efficient_time, plain_time = alternate(*steps, step_repeats)
     where = f"`{MEMORY_RECIPE}`, batch {MEMORY_BATCH}, 32×32"
     rows = [
-        Row(f"peak training-step memory, memory-efficient vs plain {where}",
+        Row(f"memory training adds to the built model (peak RSS of 2 steps minus RSS after "
+            f"build and compile), memory-efficient vs plain {where}",
             efficient_peak / 2**20, plain_peak / 2**20, 0.6, unit="MiB"),
         Row(f"training step time, memory-efficient vs plain {where}", efficient_time,
             plain_time, 1.35),
     ]
     deepest = {efficient: _deepest_within_budget(efficient) for efficient in (True, False)}
     rows.append(Row(f"deepest DenseNet-BC (k=12, batch {MEMORY_BATCH}, 32×32) whose training "
-                    f"step adds ≤ {MEMORY_BUDGET / 2**30:g} GiB, memory-efficient vs plain",
+                    f"adds ≤ {MEMORY_BUDGET / 2**30:g} GiB to the built model, memory-efficient vs plain",
                     deepest[True], deepest[False], 1.0, unit="depth", higher_is_better=True))
     return rows
 
