@@ -18,6 +18,8 @@ from cnnbuilder.recipe.expressions import FUNCTIONS
 from cnnbuilder.recipe.vocabulary import BLOCKS, COMMON_FIELDS
 from cnnbuilder.recipe.training import TrainingConfig
 
+# Everything here but the one test that builds a model is in the fast tier (no TensorFlow).
+FAST = pytest.mark.fast
 DOC = Path(__file__).resolve().parent.parent / "docs" / "recipes.md"
 TEXT = DOC.read_text(encoding="utf-8")
 FENCE = re.compile(r"(?:<!-- expect-error: (?P<error>.*?) -->\n)?```yaml\n(?P<body>.*?)```", re.DOTALL)
@@ -41,11 +43,13 @@ def block_section(name: str) -> str:
     return TEXT[start:min(ends) if ends else len(TEXT)]
 
 
+@FAST
 def test_generated_sections_equal_what_the_registry_renders():
     assert docs.stale_sections(TEXT) == [], "run `python -m tools.docgen` to regenerate"
     assert set(docs.sections_in(TEXT)) == set(docs.SECTIONS)
 
 
+@FAST
 @pytest.mark.parametrize("name", list(BLOCKS))
 def test_every_block_and_field_is_documented(name):
     section = block_section(name)
@@ -61,6 +65,7 @@ def test_every_block_and_field_is_documented(name):
     assert f"[`{name}`](#{name})" in TEXT  # in the summary table
 
 
+@FAST
 def test_common_fields_top_level_keys_functions_and_training_settings_are_documented():
     for field in COMMON_FIELDS:
         assert f"| `{field.name}` | {field.describe_type()} |" in TEXT
@@ -72,12 +77,14 @@ def test_common_fields_top_level_keys_functions_and_training_settings_are_docume
         assert f"| `{setting}` |" in TEXT
 
 
+@FAST
 def test_generator_refuses_an_undocumented_key(monkeypatch):
     monkeypatch.setattr(docs, "TOP_LEVEL_DOCS", {k: v for k, v in docs.TOP_LEVEL_DOCS.items() if k != "tune"})
     with pytest.raises(RuntimeError, match="undocumented: \\['tune'\\]"):
         docs.render_top_level()
 
 
+@FAST
 def test_a_changed_block_makes_the_document_stale(monkeypatch):
     spec = BLOCKS["dropout"]
     changed = type(spec)(spec.name, spec.family, spec.doc + " Changed.", spec.fields, spec.shape,
@@ -87,6 +94,7 @@ def test_a_changed_block_makes_the_document_stale(monkeypatch):
     assert docs.stale_sections(docs.update(TEXT)) == []
 
 
+@FAST
 def test_check_command_and_update_in_place(tmp_path):
     path = tmp_path / "recipes.md"
     path.write_text(TEXT.replace("| `growth_rate` | integer >= 1 |", "| `growth_rate` | string |"))
@@ -96,6 +104,7 @@ def test_check_command_and_update_in_place(tmp_path):
     assert docs.main([str(path), "--check"]) == 0
 
 
+@FAST
 def test_yaml_examples_are_valid_yaml_and_there_are_recipes_among_them():
     examples = yaml_examples()
     assert len(examples) >= 8
@@ -104,6 +113,7 @@ def test_yaml_examples_are_valid_yaml_and_there_are_recipes_among_them():
     assert len(recipe_examples()) >= 4
 
 
+@FAST
 @pytest.mark.parametrize("index", range(len(recipe_examples())))
 def test_recipe_examples_load_or_fail_as_documented(index, tmp_path):
     body, error = recipe_examples()[index]
@@ -119,6 +129,7 @@ def test_recipe_examples_load_or_fail_as_documented(index, tmp_path):
         assert error in str(info.value)
 
 
+@FAST
 def test_documented_claims_about_params_and_errors(tmp_path):
     by_name = {yaml.safe_load(body).get("name"): body for body, _ in recipe_examples()}
     path = tmp_path / "tiny_densenet.yaml"
@@ -133,7 +144,7 @@ def test_documented_claims_about_params_and_errors(tmp_path):
                                 "stem": [{"conv": {"filters": "${2 * width}"}}]})
 
 
-def test_the_first_example_builds(tmp_path):
+def test_the_first_example_builds(tmp_path):  # builds with Keras: the default tier
     body, _ = recipe_examples()[0]
     path = tmp_path / "tiny_resnet.yaml"
     path.write_text(body)
@@ -145,6 +156,25 @@ def test_the_first_example_builds(tmp_path):
     assert deeper.count_params() < model.count_params()
 
 
+@FAST
+def test_the_residual_row_example_is_the_recipe_written_by_hand(tmp_path):
+    by_name = {yaml.safe_load(body).get("name"): body for body, _ in recipe_examples()}
+
+    def steps(name):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(by_name[name])
+        plan = cnnbuilder.load_recipe(str(path)).plan()
+        return [(s.block, s.name, s.fields, s.output_shape) for s in plan.steps]
+
+    assert steps("row_example") == steps("row_example_by_hand")
+    assert [name for _, name, *_ in steps("row_example")][-4:] == [f"conv3_block{k}" for k in range(1, 5)]
+    with pytest.raises(cnnbuilder.RecipeError, match=re.escape(
+            "field stages[1].residual[1]: residual row count = 0 (from '${blocks[1]}' with "
+            "blocks=[2, 0, 2, 2]): expected integer >= 1.")):
+        cnnbuilder.load_recipe("resnet18").plan(blocks=[2, 0, 2, 2])
+
+
+@FAST
 def test_docs_module_does_not_import_tensorflow():
     code = "import sys, tools.docgen; assert 'tensorflow' not in sys.modules, 'tf imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

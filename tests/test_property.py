@@ -1,10 +1,11 @@
-"""Random edits of valid recipes give a model or a RecipeError, never another exception."""
+"""Random edits of valid recipes give a plan (and a model) or a RecipeError, never another
+exception: the planning property is in the fast tier, the building one imports Keras."""
 
 from __future__ import annotations
 
 import copy
 
-import keras
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,6 +16,8 @@ from helpers import TINY_RECIPE
 
 BASE = yaml.safe_load(TINY_RECIPE)
 BASE["metadata"]["input_shape"] = [12, 12, 3]
+BASE["training"] = {"epochs": 2, "batch_size": 8, "augment": ["flip"]}
+BASE["stages"].append({"name": "rows", "residual": ["convolutional", "${units[0]}", 8, 1, {"kernel": 3}]})
 BASE["stages"].append({"name": "s3", "blocks": [
     {"dense": {"layers": 2, "growth_rate": 4}},
     {"transition": {"compression": 0.5}},
@@ -26,7 +29,8 @@ VALUES = st.one_of(
     st.integers(-3, 40), st.floats(-2, 3, allow_nan=False), st.booleans(), st.none(),
     st.sampled_from(["", "relu", "max", "avg", "same", "valid", "symmetric", "v2", "pad",
                      "${width}", "${width * 0}", "${units[5]}", "${nope}", "${width / 3}",
-                     "conv", "dense", "identity", "${[1] * 3}", "1x1", "auto"]),
+                     "conv", "dense", "identity", "${[1] * 3}", "1x1", "auto", "bottleneck",
+                     "convolutional", "last", "first"]),
     st.lists(st.integers(-1, 5), max_size=3),
     st.dictionaries(st.sampled_from(["filters", "repeat", "units", "kernel", "x"]),
                     st.integers(-1, 9), max_size=2),
@@ -64,9 +68,29 @@ def edited_recipes(draw):
     return recipe
 
 
+@pytest.mark.fast
+def test_the_base_recipe_is_valid():
+    plan = cnnbuilder.load_recipe(BASE).plan()
+    assert {"identity", "convolutional", "dense", "transition", "bottleneck", "inception"} <= {
+        s.block for s in plan.steps}
+
+
+@pytest.mark.fast
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edited_recipes())
+def test_random_edits_give_a_plan_or_a_recipe_error(recipe):
+    try:
+        plan = cnnbuilder.load_recipe(recipe).plan()
+    except RecipeError:
+        return
+    assert plan.steps and all(step.output_shape for step in plan.steps)
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(edited_recipes())
 def test_random_edits_give_a_model_or_a_recipe_error(recipe):
+    import keras
+
     try:
         model = cnnbuilder.build(recipe)
     except RecipeError:

@@ -1,6 +1,6 @@
 """The recipe `tune:` section: parsing, messages, inheritance, shipped search spaces.
 
-Pure Python: nothing here imports TensorFlow or KerasTuner.
+Pure Python: nothing here imports TensorFlow or KerasTuner (the fast tier).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import pytest
 
 import cnnbuilder
 from cnnbuilder.errors import RecipeError
-from cnnbuilder.recipe.search_space import check_reachable, parse_space, recipe_space
+from cnnbuilder.recipe.search_space import check_reachable, parse_space, recipe_space, tune_section
+
+pytestmark = pytest.mark.fast
 
 PARAMS = {"growth_rate": 12, "depth": 100, "compression": 0.5, "bottleneck": True,
           "blocks": [6, 12, 24, 16], "stem_channels": "${2 * growth_rate}"}
@@ -165,3 +167,32 @@ def test_the_space_module_does_not_import_tensorflow():
     code = ("import sys, cnnbuilder.recipe.search_space, cnnbuilder.plots.tuning; "
             "assert 'tensorflow' not in sys.modules and 'keras_tuner' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_recipe_loaded_from_a_dict_keeps_its_own_entries_apart_from_its_parents():
+    child = {"name": "child", "extends": "densenet_bc100_k12", "tune": {"growth_rate": {"choice": [4, 8]}}}
+    loaded = cnnbuilder.load_recipe(child)
+    # replaced whole, not merged with the parent's entry (whose `default: 12` is not a choice)
+    assert tune_section(loaded)["growth_rate"] == {"choice": [4, 8]}
+    assert recipe_space(loaded).keys == recipe_space(child).keys == ["growth_rate", "depth"]
+
+
+def test_recipe_space_loads_what_is_not_a_recipe_with_the_given_loader():
+    seen = []
+
+    def load(source):
+        seen.append(source)
+        return cnnbuilder.load_recipe(source)
+
+    assert recipe_space("resnet56", load=load).keys == ["depth", "width"]
+    recipe = cnnbuilder.load_recipe("resnet56")
+    assert recipe_space(recipe, load=load).keys == ["depth", "width"]
+    assert seen == ["resnet56"]  # a Recipe is used as it is
+
+
+def test_tuned_training_settings_are_checked_with_the_training_table():
+    with pytest.raises(RecipeError, match=r"tune.training.momentum.float: high 1.5: training setting "
+                                          r"'momentum' expects a number in \[0, 1\)"):
+        recipe_space("resnet20", {"training": {"momentum": {"float": [0.5, 1.5]}}})
+    with pytest.raises(RecipeError, match=r"unknown training setting 'learning_rat'.*Did you mean 'learning_rate'"):
+        recipe_space("resnet20", {"training": {"learning_rat": {"float": [0.01, 0.1]}}})

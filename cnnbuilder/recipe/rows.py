@@ -84,7 +84,7 @@ def expand_row(document: Document, path: tuple, row, names: dict) -> list[BlockI
         return raw, substitute_all(document, paths.get(key, path), raw, names)
 
     _, unit = value("unit")
-    if unit not in UNITS:
+    if not isinstance(unit, str) or unit not in UNITS:
         raise document.error(paths["unit"], f"unknown residual unit {unit!r}; a row's unit is one of "
                                             f"{', '.join(UNITS)}." + did_you_mean(unit, UNITS))
     numbers, told = {}, {}
