@@ -72,7 +72,6 @@ CHECKS: dict[str, tuple[Callable, str]] = {
     "augment": (lambda v: isinstance(v, (list, tuple)) and all(a in AUGMENTATIONS for a in v),
                 f"a list of {', '.join(AUGMENTATIONS)}"),
 }
-_CHECKS = CHECKS  # the name the tuner and docs generator knew it by
 _CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
 assert set(CHECKS) == {f.name for f in fields(TrainingConfig)}
 
