@@ -121,8 +121,8 @@ def test_show_dense_blocks_name_their_layers(capsys):
     code, out, _ = run(capsys, "show", "densenet40_k12", "--set", "depth=16")
     assert code == 0
     rows = table_rows(out)
-    assert rows["block1"][1] == "dense (4 layers), transition"
-    assert rows["block3"][2] == "8×8×160"  # 16 + 3 blocks × 4 layers × k=12 (θ = 1)
+    assert rows["conv2"][1] == "dense (4 layers), transition"
+    assert rows["conv4"][2] == "8×8×160"  # 16 + 3 blocks × 4 layers × k=12 (θ = 1)
 
 
 def test_show_plot_writes_a_png(capsys, tmp_path):
