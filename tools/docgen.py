@@ -61,8 +61,9 @@ FAMILIES = {
     ),
     "dense": (
         "DenseNet blocks",
-        "Composite blocks named `<stage>_block<k>_...`; a dense block's layers are "
-        "`<stage>_block<k>_layer<i>_...`.",
+        "Composite blocks named `<stage>_block<k>_...`; a dense block's i-th layer is "
+        "`<name>_block<i>_...` (keras.applications' scheme: the DenseNet recipes name their "
+        "dense blocks after the stage, `conv2_block1_0_bn`, and their transitions `pool2`).",
     ),
     "inception": ("Inception (GoogLeNet)", "A composite block named `<stage>_block<k>_...`."),
 }
