@@ -81,31 +81,31 @@ def canonical(data) -> str:
     return json.dumps(data, sort_keys=True, default=plain)
 
 
-def atomic_save_model(model, path: Path) -> None:
-    """`model.save` to a temporary file beside `path`, then rename over it."""
+def _atomic_save(save, path: Path, suffix: str) -> None:
+    """`save(temporary)` to a hidden sibling of `path` ending in `suffix` (Keras picks the
+    format from it), then rename it over `path`."""
     path = Path(path)
-    temporary = path.with_name(f".{path.stem}.tmp-{secrets.token_hex(4)}.keras")
+    stem = path.name.removesuffix(suffix)
+    temporary = path.with_name(f".{stem}.tmp-{secrets.token_hex(4)}{suffix}")
     try:
-        model.save(temporary)
+        save(temporary)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
 
 
-START_OVER = "remove it or pass --overwrite to start over."
+def atomic_save_model(model, path: Path) -> None:
+    """`model.save` to a temporary file beside `path`, then rename over it."""
+    _atomic_save(model.save, path, ".keras")
 
 
 def atomic_save_weights(model, path: Path) -> None:
     """`model.save_weights` to a temporary file beside `path`, then rename over it."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name.removesuffix('.weights.h5')}.tmp-{secrets.token_hex(4)}.weights.h5")
-    try:
-        model.save_weights(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    _atomic_save(model.save_weights, path, ".weights.h5")
+
+
+START_OVER = "remove it or pass --overwrite to start over."
 
 
 def read_json(path: Path, *, what: str = "file", hint: str = START_OVER) -> dict | None:
