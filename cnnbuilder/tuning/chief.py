@@ -7,6 +7,11 @@ gRPC and trains nothing; workers ask it for trials. A worker sends a heartbeat w
 runs a trial; the chief ends the trial of a worker silent for the trial timeout
 (``CNNBUILDER_TRIAL_TIMEOUT``, default 600 s), so a dead machine never stalls the search
 (docs/distributed_tuning.md).
+
+A heartbeat proves that the process is alive, not that it trains: a worker hung inside a
+step (a deadlocked data pipeline, a stuck collective) would keep its trial for ever. So
+the heartbeat also stops when no epoch has finished for the trial timeout (`Progress`
+tells it each finished epoch), and the chief hands such a trial on as a dead worker's.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import contextlib
 import os
 import threading
 import time
+
+import keras
 
 from cnnbuilder.errors import RunError, TuningError
 from cnnbuilder.tuning import keras_tuner_hooks as hooks
@@ -55,26 +62,53 @@ def heartbeat_interval(timeout: float) -> float:
 
 class Heartbeat:
     """While a worker runs a trial, tell the chief every `interval` seconds it is alive
-    (a background thread calling the oracle's `get_trial`)."""
+    (a background thread calling the oracle's `get_trial`) - as long as it makes progress:
+    after `progress_timeout` seconds without a finished epoch (`progressed`) it falls
+    silent, so the chief gives the trial to another worker."""
 
-    def __init__(self, oracle, trial_id, interval: float):
+    def __init__(self, oracle, trial_id, interval: float, progress_timeout: float | None = None):
         self.oracle, self.trial_id, self.interval = oracle, trial_id, interval
+        self.progress_timeout = progress_timeout
+        self.last_progress = time.monotonic()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_id}",
                                        daemon=True)
 
+    def progressed(self) -> None:
+        """Record a finished epoch."""
+        self.last_progress = time.monotonic()
+
+    def stalled(self) -> bool:
+        """Whether no epoch has finished for `progress_timeout` seconds."""
+        return (self.progress_timeout is not None
+                and time.monotonic() - self.last_progress > self.progress_timeout)
+
     def _run(self):
         while not self.stop.wait(self.interval):
+            if self.stalled():
+                continue  # alive but hung: let the chief see silence
             with contextlib.suppress(Exception):  # the chief may be restarting
                 self.oracle.get_trial(self.trial_id)
 
     def __enter__(self):
+        self.last_progress = time.monotonic()
         self.thread.start()
         return self
 
     def __exit__(self, *exc):
         self.stop.set()
         return False
+
+
+class Progress(keras.callbacks.Callback):
+    """Tells a `Heartbeat` each finished epoch of the trial's `fit`."""
+
+    def __init__(self, heartbeat: Heartbeat):
+        super().__init__()
+        self.heartbeat = heartbeat
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.heartbeat.progressed()
 
 
 def serve(oracle, poll: float = 0.25) -> None:

@@ -116,7 +116,9 @@ class WatchedOracle:
             if now - last <= self._timeout:
                 continue
             reason = (f"lost: worker {tuner_id} sent no heartbeat for {self._timeout:g} s while "
-                      "running it (the process or machine died, or lost the connection)")
+                      "running it (the process or machine died or lost the connection, or it "
+                      "finished no epoch in that time: hung, or an epoch takes longer than "
+                      "--trial-timeout)")
             self._lost[trial.trial_id] = reason
             self.log(f"{self._describe(trial.trial_id)} {reason}")
             trial.status = TrialStatus.INVALID

@@ -111,14 +111,16 @@ class RecipeTuner(hooks.TunerHooks):
                   "status": None, "score": None, "params": None, "seconds": None}
         started = time.perf_counter()
         heartbeat = (chief.Heartbeat(self.oracle, trial.trial_id,
-                                     chief.heartbeat_interval(self.trial_timeout))
-                     if chief.role() == "worker" else contextlib.nullcontext())
+                                     chief.heartbeat_interval(self.trial_timeout),
+                                     progress_timeout=self.trial_timeout)
+                     if chief.role() == "worker" else None)
         try:
-            with heartbeat, released_graphs():
+            with heartbeat or contextlib.nullcontext(), released_graphs():
                 reason = hyper.check(*hyper.values(hp))
                 if reason is not None:  # before anything is built
                     raise TrialSkipped(reason)
-                metrics = self._fit_trial(trial, data, epochs, record)
+                progress = [chief.Progress(heartbeat)] if heartbeat else []
+                metrics = self._fit_trial(trial, data, epochs, record, progress)
         except TrialSkipped as exc:
             record.update(status="skipped", reason=exc.reason)
             if exc.params is not None:
@@ -142,7 +144,7 @@ class RecipeTuner(hooks.TunerHooks):
         self.write_record(record)
         return {**metrics, "params": float(record["params"]), "seconds": record["seconds"]}
 
-    def _fit_trial(self, trial, data, epochs, record) -> dict:
+    def _fit_trial(self, trial, data, epochs, record, callbacks=()) -> dict:
         """Build, train and checkpoint one trial; returns the best epoch's metrics (plain
         floats: nothing of the trial's graphs outlives this call)."""
         hp = trial.hyperparameters
@@ -160,7 +162,8 @@ class RecipeTuner(hooks.TunerHooks):
         record["epochs"] = last
         checkpoint = BestEpochWeights(self.oracle.objective, self.checkpoint_path(trial.trial_id))
         history = self.hypermodel.fit(hp, model, data, epochs=last, initial_epoch=first,
-                                      callbacks=[checkpoint], verbose=self.fit_verbose)
+                                      callbacks=[checkpoint, *callbacks],
+                                      verbose=self.fit_verbose)
         return best_epoch_metrics(history.history, self.oracle.objective)
 
     def write_record(self, record: dict) -> None:
