@@ -15,12 +15,64 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from cnnbuilder.errors import RunError
 from cnnbuilder.training import rundir
+
+# What a user can do about a damaged run directory: never a silent restart that loses epochs.
+RECOVER = ("restore it from a backup, or pass --overwrite to start the run over (its "
+           "finished epochs are lost).")
 
 
 def fresh_state() -> dict:
     """The state of a run that has not finished an epoch yet."""
     return {"epochs_done": 0, "best": None, "best_epoch": None, "checkpoint": None, "seconds": 0.0}
+
+
+def _state_problem(state: dict, directory: Path) -> str | None:
+    """What is wrong with a state.json (hand-edited, or written by something else)."""
+    done = state.get("epochs_done")
+    if isinstance(done, bool) or not isinstance(done, int) or done < 0:
+        return f"epochs_done is {done!r}, not a count of epochs"
+    for key, kinds in (("best", (int, float)), ("best_epoch", (int,)), ("seconds", (int, float))):
+        value = state.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+            return f"{key} is {value!r}"
+    if done:
+        checkpoint = state.get("checkpoint")
+        if not isinstance(checkpoint, str) or not (directory / rundir.RESUME_DIR / checkpoint).is_file():
+            return (f"the checkpoint of epoch {done} ({rundir.RESUME_DIR}/{checkpoint}) is "
+                    "missing")
+        rows = len(rundir.read_history(directory / rundir.HISTORY_CSV))
+        if rows < done:
+            return f"{rundir.HISTORY_CSV} holds {rows} of the {done} finished epochs"
+    return None
+
+
+def check_resumable(directory: Path) -> None:
+    """RunError, saying how to recover, when an unfinished run directory is damaged: an
+    unreadable or inconsistent state.json, progress without state.json, state without
+    run.json. Called before anything is written, so nothing more is lost."""
+    directory = Path(directory)
+    if not directory.is_dir() or (directory / rundir.METRICS).exists():
+        return  # nothing to resume, or a finished run (refused or replaced elsewhere)
+    state = rundir.read_json(directory / rundir.STATE, what="training state", hint=RECOVER)
+    record = rundir.read_json(directory / rundir.RUN, what="run record", hint=RECOVER)
+    if state is None:
+        rows = len(rundir.read_history(directory / rundir.HISTORY_CSV))
+        checkpoints = sorted((directory / rundir.RESUME_DIR).glob("*.keras"))
+        if rows or checkpoints:
+            raise RunError(
+                f"{directory} holds {rows} finished epoch(s) in {rundir.HISTORY_CSV} and "
+                f"{len(checkpoints)} checkpoint(s) in {rundir.RESUME_DIR}/ but no "
+                f"{rundir.STATE}, so it cannot tell where the run stopped; " + RECOVER)
+        return
+    problem = _state_problem(state, directory)
+    if problem:
+        raise RunError(f"the training state {directory / rundir.STATE} is damaged ({problem}); "
+                       + RECOVER)
+    if record is None and state.get("epochs_done"):
+        raise RunError(f"{directory} holds a {rundir.STATE} but no {rundir.RUN}, so the settings "
+                       "of the unfinished run are unknown; " + RECOVER)
 
 
 def resumable_state(directory: Path) -> dict:

@@ -128,7 +128,8 @@ def train(recipe_or_model, dataset="digits", *, output=None, training: dict | No
           epochs=None, batch_size=None, learning_rate=None, params=None, input_shape=None,
           augment=None, optimizer=None, schedule=None, weight_decay=None,
           mixed_precision=False, jit=False, seed=0, verbose=1, overwrite=False, data_dir=None,
-          class_names=None, validation_split=0.1, test_split=0.2) -> TrainResult:
+          class_names=None, validation_split=0.1, test_split=0.2,
+          tensorboard=True) -> TrainResult:
     """Train a recipe (name, path, dict, Recipe) or a Keras model.
 
     Args:
@@ -143,6 +144,7 @@ def train(recipe_or_model, dataset="digits", *, output=None, training: dict | No
         params: recipe params (``{"growth_rate": 12}``); input_shape: of the network.
         mixed_precision, jit, seed, verbose: as `model.fit` / Keras.
         overwrite: replace a finished run in `output` instead of refusing.
+        tensorboard: write TensorBoard logs to ``output/logs/`` (`training.tensorboard`).
 
     Returns:
         A `TrainResult` with the best epoch's model and the metrics written to
@@ -158,9 +160,21 @@ def train(recipe_or_model, dataset="digits", *, output=None, training: dict | No
     job = prepare(recipe_or_model, data, params=params, input_shape=input_shape,
                   training=overrides, seed=seed, mixed_precision=mixed_precision, jit=jit)
     _warn_on_crashing_layers(recipe_or_model)
-    directory = Path(output) if output is not None else None
-    state = _open_run_directory(directory, job.settings, overwrite) if directory else None
+    if output is None:
+        return _run(job, None, None, verbose=verbose, started=started, tensorboard=False)
+    directory = Path(output)
+    rundir.check_is_directory(directory)
+    with rundir.exclusive(directory / rundir.LOCK, what="training run"):
+        state = _open_run_directory(directory, job.settings, overwrite)
+        return _run(job, directory, state, verbose=verbose, started=started,
+                    tensorboard=tensorboard)
 
+
+def _run(job: Job, directory: Path | None, state: dict | None, *, verbose, started: float,
+         tensorboard: bool) -> TrainResult:
+    """Train `job` (resuming from `state` in `directory`, if any), evaluate the best
+    epoch's model and write the finished run's files."""
+    data, seed, mixed_precision = job.data, job.settings.seed, job.settings.mixed_precision
     keras.utils.set_random_seed(seed)
     with distribution.precision(mixed_precision):
         model = _resumed_model(directory, state) if state and state["epochs_done"] else None
@@ -168,6 +182,11 @@ def train(recipe_or_model, dataset="digits", *, output=None, training: dict | No
             model = job.build()
             job.compile(model)
         callbacks = [commit.EpochCommit(directory, state)] if directory else []
+        if directory and tensorboard:
+            from cnnbuilder.training.tensorboard import tensorboard_callbacks
+
+            callbacks += tensorboard_callbacks(directory / rundir.LOGS_DIR, job,
+                                               initial_epoch=state["epochs_done"])
         fit = job.fit(model, callbacks=callbacks, initial_epoch=state["epochs_done"] if state else 0,
                       verbose=verbose)
         best = _best_model(model, directory)
@@ -204,7 +223,7 @@ def _open_run_directory(directory: Path, settings: RunSettings, overwrite: bool)
     rundir.prepare_directory(directory, settings=settings.identity(),
                              record=directory / rundir.RUN, marker=rundir.METRICS,
                              overwrite=overwrite, clear=rundir.clear_run, what="run",
-                             extra=settings.record())
+                             extra=settings.record(), check=commit.check_resumable)
     (directory / rundir.RESUME_DIR).mkdir(exist_ok=True)
     return commit.resumable_state(directory)
 

@@ -9,6 +9,10 @@
   (``--overwrite``; ``--force`` for an export version).
 - **Resume**: an unfinished directory is continued only with the settings it was started
   with; otherwise the message names the settings that differ (`prepare_directory`).
+- **One process at a time**: a run, search or export holds an exclusive lock on its
+  directory (`exclusive`); a second process refuses at once and names the holder. The
+  lock is the operating system's (`flock`), so a killed holder releases it by dying and
+  its successor takes over safely.
 
 A training run commits each finished epoch in one step: the new checkpoint and history
 are staged first, then `state.json` is replaced atomically (see `training.commit`).
@@ -18,11 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime
+import fcntl
 import io
 import json
 import os
 import secrets
 import shutil
+import socket
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
@@ -41,6 +49,7 @@ RESUME_DIR = "resume"
 LOGS_DIR = "logs"
 BEST_DIR = "best"  # of a search directory: the best trial as a run directory
 RUN_FILES = (STATE, RUN, METRICS, HISTORY_CSV, HISTORY_PNG, MODEL)
+LOCK = ".cnnbuilder.lock"  # inside a run or search directory; beside an export version
 
 
 # ----------------------------------------------------------------------------- files
@@ -193,13 +202,15 @@ def refuse_changed_settings(directory: Path, previous: dict | None, current: dic
 
 def prepare_directory(directory: Path, *, settings: dict, record: Path, marker: str,
                       overwrite: bool, clear: Callable[[Path], None], what: str = "run",
-                      extra: dict | None = None) -> bool:
+                      extra: dict | None = None,
+                      check: Callable[[Path], None] | None = None) -> bool:
     """Apply the policy before anything is written; returns True when resuming.
 
     `settings` are what must match for a rerun to continue; they are stored (with `extra`
     beside them) in the `record` file. With `overwrite`, `clear` removes the previous
-    result first; otherwise a finished result (`marker`) is refused, and an unfinished one
-    is continued only with the same settings.
+    result first; otherwise a finished result (`marker`) is refused, an unfinished one is
+    continued only with the same settings, and `check` (if given) then raises when the
+    unfinished result is damaged.
     """
     directory = Path(directory)
     check_is_directory(directory)
@@ -211,9 +222,43 @@ def prepare_directory(directory: Path, *, settings: dict, record: Path, marker: 
         refuse_finished(directory, marker, what=what)
         previous = read_json(record, what=f"record of the unfinished {what}")
         refuse_changed_settings(directory, previous, settings, what=what)
+        if check is not None:
+            check(directory)
     record.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(record, {**settings, **(extra or {})})
     return previous is not None
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path, *, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_path` for the block; RunError at once, naming the
+    holder (pid, host, command, since when), when another process holds it.
+
+    `flock` locks belong to the open file: the operating system drops them when the holder
+    exits or is killed, so a stale lock file left by a dead process is simply taken over.
+    """
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_path, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = " ".join(handle.read().split()) or "another process"
+            raise RunError(
+                f"{lock_path.parent} is in use by another cnnbuilder {what} ({holder}). Wait for "
+                "it to finish or stop it, or choose another --output."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        since = datetime.datetime.now().isoformat(timespec="seconds")
+        command = " ".join(sys.argv) or "python"
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {since}: {command}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock
 
 
 # ------------------------------------------------------------------ staged directories
