@@ -134,3 +134,12 @@ def test_a_full_disk_while_committing_an_epoch_keeps_the_previous_one_resumable(
     result = cnnbuilder.train(tiny, "digits", output=out, epochs=3, batch_size=64, verbose=0)
     assert [int(r["epoch"]) for r in result.history] == [1, 2, 3]
     assert result.metrics["epochs_run"] == 3
+
+
+def test_a_second_search_on_a_directory_refuses_naming_the_holder(tmp_path):
+    out = tmp_path / "search"
+    with rundir.exclusive(out / rundir.LOCK, what="search"):
+        with pytest.raises(RunError, match=rf"in use by another cnnbuilder search \(pid {os.getpid()} on "):
+            cnnbuilder.tune("densenet_bc100_k12", dataset="digits", output=out, max_trials=1,
+                            epochs=1, input_shape=(16, 16, 3), depth=16, quiet=True)
+    assert snapshot(out) == {}

@@ -81,58 +81,63 @@ def tune(recipe, *, dataset="digits", output, tuner="random", max_trials=10, epo
                           "given params/batch size, so there is nothing to search.")
     directory = Path(output)
     role = chief.role()
-    settings = results.search_settings(hyper, data, tuner=tuner, objective=objective,
-                                       epochs=epochs, max_params=max_params, seed=seed)
-    results.prepare_search_directory(directory, settings, overwrite=overwrite, role=role)
+    rundir.check_is_directory(directory)
+    # Workers share the chief's directory; the chief (or a local search) holds it alone.
+    holder = (rundir.exclusive(directory / rundir.LOCK, what="search") if role != "worker"
+              else contextlib.nullcontext())
+    with holder:
+        settings = results.search_settings(hyper, data, tuner=tuner, objective=objective,
+                                           epochs=epochs, max_params=max_params, seed=seed)
+        results.prepare_search_directory(directory, settings, overwrite=overwrite, role=role)
 
-    oracle = make_oracle(tuner, objective=objective, max_trials=max_trials, epochs=epochs,
-                         seed=seed)
-    oracle.watch(directory / results.SEARCH_LOG if role != "worker" else None, timeout)
-    verbose = 0 if quiet else (1 if _isatty() else 2)
-    silence = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
-    with silence, no_retracing_warnings():
-        search = RecipeTuner(oracle=oracle, hypermodel=hyper, directory=str(directory),
-                             project_name=results.SEARCH_DIR, overwrite=False, seed=seed,
-                             trial_timeout=timeout, fit_verbose=verbose, quiet=quiet)
-        search.search(data, epochs=epochs, verbose=0 if quiet else 1)
-    if role == "worker":
-        return {"recipe": loaded.name, "objective": objective, "tuner": tuner, "role": "worker",
-                "tuner_id": search.tuner_id,
-                "trials": sorted(search.records, key=lambda r: r["trial_id"]), "best": None}
-
-    trials = results.trial_records(search, hyper)
-    best = results.best_trial(trials, objective)
-    result = {
-        "recipe": loaded.name, "objective": objective, "direction": OBJECTIVES[objective],
-        "tuner": tuner, "dataset": data.name, "epochs": epochs, "max_trials": max_trials,
-        "max_params": max_params, "seed": seed, "space": hyper.space.to_dict(),
-        "fixed": {"params": hyper.fixed_params, "training": hyper.fixed_training},
-        "trials": trials, "best": best,
-    }
-    if best is not None:
+        oracle = make_oracle(tuner, objective=objective, max_trials=max_trials, epochs=epochs,
+                             seed=seed)
+        oracle.watch(directory / results.SEARCH_LOG if role != "worker" else None, timeout)
+        verbose = 0 if quiet else (1 if _isatty() else 2)
+        silence = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
         with silence, no_retracing_warnings():
-            result["best_model"] = results.save_best(search, hyper, data, best, directory,
-                                                     objective)
-            if retrain_epochs:
-                result["retrained"] = results.retrain(hyper, data, best, directory,
-                                                      retrain_epochs, overwrite=overwrite,
-                                                      verbose=verbose)
-    result["seconds"] = round(time.perf_counter() - started, 2)
-    from cnnbuilder.plots.tuning import plot_tuning
+            search = RecipeTuner(oracle=oracle, hypermodel=hyper, directory=str(directory),
+                                 project_name=results.SEARCH_DIR, overwrite=False, seed=seed,
+                                 trial_timeout=timeout, fit_verbose=verbose, quiet=quiet)
+            search.search(data, epochs=epochs, verbose=0 if quiet else 1)
+        if role == "worker":
+            return {"recipe": loaded.name, "objective": objective, "tuner": tuner, "role": "worker",
+                    "tuner_id": search.tuner_id,
+                    "trials": sorted(search.records, key=lambda r: r["trial_id"]), "best": None}
 
-    plot_tuning(result, directory / results.TUNING_PNG)
-    rundir.atomic_write_json(directory / results.TUNING_JSON, result)  # the commit point
-    keras.backend.clear_session()
-    if best is None:
-        example = next((t for t in trials if t.get("reason")), None)
-        raise RunError(
-            f"none of the {len(trials)} trials completed ({results.status_counts(trials)}), so "
-            "there is no best model. "
-            + (f"Trial {example['number']} was {example['status']}: {example['reason']} "
-               if example else "")
-            + f"Every trial is listed in {directory / results.TUNING_JSON}."
-        )
-    return result
+        trials = results.trial_records(search, hyper)
+        best = results.best_trial(trials, objective)
+        result = {
+            "recipe": loaded.name, "objective": objective, "direction": OBJECTIVES[objective],
+            "tuner": tuner, "dataset": data.name, "epochs": epochs, "max_trials": max_trials,
+            "max_params": max_params, "seed": seed, "space": hyper.space.to_dict(),
+            "fixed": {"params": hyper.fixed_params, "training": hyper.fixed_training},
+            "trials": trials, "best": best,
+        }
+        if best is not None:
+            with silence, no_retracing_warnings():
+                result["best_model"] = results.save_best(search, hyper, data, best, directory,
+                                                         objective)
+                if retrain_epochs:
+                    result["retrained"] = results.retrain(hyper, data, best, directory,
+                                                          retrain_epochs, overwrite=overwrite,
+                                                          verbose=verbose)
+        result["seconds"] = round(time.perf_counter() - started, 2)
+        from cnnbuilder.plots.tuning import plot_tuning
+
+        plot_tuning(result, directory / results.TUNING_PNG)
+        rundir.atomic_write_json(directory / results.TUNING_JSON, result)  # the commit point
+        keras.backend.clear_session()
+        if best is None:
+            example = next((t for t in trials if t.get("reason")), None)
+            raise RunError(
+                f"none of the {len(trials)} trials completed ({results.status_counts(trials)}), so "
+                "there is no best model. "
+                + (f"Trial {example['number']} was {example['status']}: {example['reason']} "
+                   if example else "")
+                + f"Every trial is listed in {directory / results.TUNING_JSON}."
+            )
+        return result
 
 
 def _check_arguments(tuner, max_trials, epochs, objective, max_params, batch_size,
