@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain-epochs", type=positive_int, metavar="N",
                    help="then train the best configuration for N epochs into DIR/best_retrained")
     p.add_argument("--trial-timeout", type=positive_float, metavar="SECONDS",
-                   help="distributed: end a trial whose worker is silent this long "
+                   help="distributed: hand on a trial whose worker is silent, or finishes no epoch, this long "
                         "(default $CNNBUILDER_TRIAL_TIMEOUT or 600)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--overwrite", action="store_true", help="replace a finished search in DIR")
