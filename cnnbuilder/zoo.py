@@ -68,6 +68,9 @@ def load_recipe(recipe) -> Recipe:
         return Recipe(read_document(recipe, resolve_name=_resolve_extends))
     if isinstance(recipe, Path) or (isinstance(recipe, str) and recipe.endswith((".yaml", ".yml"))):
         path = Path(recipe)
+        if path.is_dir():
+            raise RecipeError(f"recipe file {path} is a directory; give the path of a .yaml file "
+                              "(or a shipped recipe's name).")
         if not path.is_file():
             raise RecipeError(f"recipe file {path} does not exist.")
         path = path.resolve()

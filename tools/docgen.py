@@ -28,8 +28,14 @@ import sys
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
-from cnnbuilder.recipe.document import TOP_LEVEL_KEYS
+from cnnbuilder.recipe import expressions as expression_limits
+from cnnbuilder.recipe import source as source_limits
+from cnnbuilder.recipe.declarations import KEY_DOCS as DECLARATION_DOCS
+from cnnbuilder.recipe.declarations import KEYS as DECLARATION_KEYS
+from cnnbuilder.recipe.document import MAX_EXTENDS, TOP_LEVEL_KEYS
 from cnnbuilder.recipe.expressions import FUNCTIONS
+from cnnbuilder.recipe.params import MAX_PARAM_DEPTH
+from cnnbuilder.recipe.resolve import MAX_LAYERS, MAX_STEPS
 from cnnbuilder.recipe.recipe import METADATA_KEYS
 from cnnbuilder.recipe.resolve import BUILD_NAMES, RESERVED_NAMES
 from cnnbuilder.recipe.rows import ROW, STRIDE_AT, UNITS
@@ -79,7 +85,8 @@ TOP_LEVEL_DOCS = {
     "extends": "A shipped recipe name or a path to a `.yaml` file (relative to this file) to "
                "inherit from (see [extends](#extends-inheriting-and-overriding)).",
     "params": "Named values the rest of the recipe refers to with `${...}`; overridable by "
-              "`build(..., name=value)`, `train(params=...)` and `--set name=value`.",
+              "`build(..., name=value)`, `train(params=...)` and `--set name=value`; each may "
+              "declare what it accepts (`{default: 32, int: [1, 1024]}`).",
     "defaults": "Per-block-type field defaults and layer settings for the whole recipe "
                 "(see [defaults](#defaults)).",
     "stem": "A list of blocks applied first (stage name `stem`).",
@@ -272,6 +279,33 @@ def render_names() -> str:
     ])
 
 
+def render_declarations() -> str:
+    _missing(DECLARATION_KEYS, DECLARATION_DOCS, "param declaration key")
+    return _table(["key", "meaning"], [[f"`{k}`", DECLARATION_DOCS[k]] for k in DECLARATION_KEYS])
+
+
+def render_limits() -> str:
+    rows = [
+        ["file", f"{source_limits.MAX_BYTES:,} bytes of UTF-8 text"],
+        ["nesting", f"{source_limits.MAX_DEPTH} levels of lists and mappings"],
+        ["values", f"{source_limits.MAX_NODES:,} scalars, lists and mappings"],
+        ["string", f"{source_limits.MAX_STRING:,} characters"],
+        ["number as written", f"{source_limits.MAX_NUMBER_TEXT} characters; finite (no `.inf`, `.nan`)"],
+        ["anchors and aliases", "none (`&name`, `*name` and merge keys `<<` are refused)"],
+        ["`extends` chain", f"{MAX_EXTENDS} recipes"],
+        ["params referring to params", f"{MAX_PARAM_DEPTH} levels"],
+        ["one `${...}`", f"{expression_limits.MAX_SOURCE:,} characters, {expression_limits.MAX_TREE_DEPTH} "
+                         f"levels, {expression_limits.MAX_TREE_NODES} parts"],
+        ["numbers computed by expressions", "at most 10**15 in magnitude"],
+        ["lists and strings computed by expressions",
+         f"{expression_limits.MAX_LIST_LENGTH:,} values (nested lists counted in full), "
+         f"{expression_limits.MAX_NESTING} levels"],
+        ["planned network", f"{MAX_STEPS:,} block applications (`repeat:` included), about "
+                            f"{MAX_LAYERS:,} Keras layers"],
+    ]
+    return _table(["what", "at most"], rows)
+
+
 def render_training() -> str:
     settings = [f.name for f in dataclass_fields(TrainingConfig)]
     _missing(settings, TRAINING_DOCS, "training setting")
@@ -321,6 +355,8 @@ SECTIONS = {
     "residual_rows": render_residual_rows,
     "blocks": render_blocks,
     "layer_names": render_layer_names,
+    "declarations": render_declarations,
+    "limits": render_limits,
     "training": render_training,
     "tune": render_tune,
 }

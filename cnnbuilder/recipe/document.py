@@ -7,11 +7,12 @@ value, before params are applied.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cnnbuilder.errors import RecipeError
+from cnnbuilder.recipe.declarations import Declaration, merge_declarations, split_params
 from cnnbuilder.recipe.source import Location, Locations, format_path, read_recipe_file
 from cnnbuilder.recipe.vocabulary import did_you_mean
 
@@ -19,6 +20,8 @@ TOP_LEVEL_KEYS = (
     "name", "description", "reference", "metadata", "extends", "params", "defaults",
     "stem", "stages", "head", "tune", "training",
 )
+# A chain of `extends` longer than this is refused (the shipped ones are at most 3 deep).
+MAX_EXTENDS = 16
 
 
 @dataclass
@@ -26,12 +29,23 @@ class Document:
     """The merged data of a recipe and its `extends` ancestors, with where each value was written.
 
     `chain` keeps each level's own data, the recipe's first and its root's last: the `tune:`
-    section is inherited entry by entry, which needs to know who declared what."""
+    section is inherited entry by entry, which needs to know who declared what.
+    `declared` holds what the params accept (see `cnnbuilder.recipe.declarations`); `data`
+    keeps the plain `params: {name: default}` form."""
 
     data: dict
     locations: Locations
     source: str  # file path, or "<dict>"
     chain: tuple = ()
+    declared: dict = field(default_factory=dict)
+
+    def declaration(self, name: str) -> Declaration | None:
+        """What param `name` accepts, or None when it declares nothing."""
+        checks = self.declared.get(name)
+        if not checks:
+            return None
+        rest = {k: v for k, v in checks.items() if k != "at"}
+        return Declaration(name, rest, checks.get("at")) if rest else None
 
     def where(self, path) -> str:
         """'file, line N, field a.b[2]' for error messages."""
@@ -77,6 +91,7 @@ def read_document(source, *, resolve_name, _chain: tuple = ()) -> Document:
     """Load a recipe from a path or dict and apply its `extends` chain.
 
     `resolve_name(name, relative_to)` maps an `extends` target to a file path (or None).
+    `_chain` holds the (file, line of its `extends:`) of the recipes that led here.
     """
     if isinstance(source, dict):
         data, locations, label, base_dir = copy.deepcopy(source), Locations(), "<dict>", Path.cwd()
@@ -85,11 +100,14 @@ def read_document(source, *, resolve_name, _chain: tuple = ()) -> Document:
         data, locations = read_recipe_file(path)
         label, base_dir = str(path), path.parent
     if not isinstance(data, dict):
+        what = {type(None): "nothing (the file holds only comments)", list: "a list",
+                str: "a single string"}.get(type(data), type(data).__name__)
         raise RecipeError(
             f"{label}: a recipe must be a YAML mapping with keys such as name, params, stem, "
-            f"stages and head; got {type(data).__name__}."
+            f"stages and head; the file holds {what}."
         )
-    document = Document(data, locations, label, (data,))
+    declared = split_params(data, locations, label)
+    document = Document(data, locations, label, (data,), declared)
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             raise document.error(
@@ -109,15 +127,28 @@ def read_document(source, *, resolve_name, _chain: tuple = ()) -> Document:
             f"extends {parent_name!r}, which is neither a known recipe nor an existing file.",
         )
     key = str(Path(parent_path).resolve())
-    if key in _chain or key == label:
-        cycle = " -> ".join([*(Path(c).stem for c in _chain), Path(label).stem, Path(key).stem])
-        raise document.error(("extends",), f"cyclic extends: {cycle}.")
-    parent = read_document(parent_path, resolve_name=resolve_name, _chain=(*_chain, label))
+    chain = (*_chain, (label, document.locations.near(("extends",))))
+    if key in (file for file, _ in chain):
+        raise _cycle(chain, key)
+    if len(chain) >= MAX_EXTENDS:
+        raise RecipeError(f"{chain[0][0]}: the chain of extends is longer than {MAX_EXTENDS} "
+                          f"recipes ({' -> '.join(Path(f).stem for f, _ in chain)} -> ...).")
+    parent = read_document(parent_path, resolve_name=resolve_name, _chain=chain)
     child = {k: v for k, v in data.items() if k != "extends"}
     merged = merge(parent.data, child)
     merged.pop("extends", None)
     return Document(merged, _merge_locations(parent.locations, locations, child), label,
-                    (data, *parent.chain))
+                    (data, *parent.chain), merge_declarations(parent.declared, declared))
+
+
+def _cycle(chain, again: str) -> RecipeError:
+    """The error of a cyclic `extends`, told from the recipe the user asked for."""
+    names = " -> ".join([*(Path(file).stem for file, _ in chain), Path(again).stem])
+    steps = []
+    for index, (file, at) in enumerate(chain):
+        target = chain[index + 1][0] if index + 1 < len(chain) else again
+        steps.append(f"{file} (line {at.line if at else '?'}) extends {target}")
+    return RecipeError(f"{chain[0][0]}: cyclic extends: {names}: " + "; ".join(steps) + ".")
 
 
 __all__ = ["Document", "Location", "merge", "read_document", "TOP_LEVEL_KEYS"]

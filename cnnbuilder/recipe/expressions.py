@@ -7,6 +7,11 @@ passed to `eval`, so a recipe cannot reach Python objects, attributes or imports
 
 `error('message')` rejects a param value on purpose, with the recipe author's words:
 `"${(depth - 2) // 6 if (depth - 2) % 6 == 0 else error('depth must be 6n+2')}"`.
+
+Recipes are untrusted, so every cost of an expression is bounded: its length and the depth
+and size of its syntax tree, the magnitude of every number it computes (`MAX_MAGNITUDE`),
+the size of every list or string (`MAX_LIST_LENGTH` values, `MAX_NESTING` levels). Past a
+bound the evaluation stops with an `ExpressionError`, long before memory or time run out.
 """
 
 from __future__ import annotations
@@ -52,12 +57,20 @@ def _reject(message):
     raise RejectedValue(str(message))
 
 
+def _round(value, digits=None):
+    """`round(x)` or `round(x, digits)`; `digits` is small, as Python would spend time and
+    memory on `round(5, -10**15)`."""
+    if digits is not None and (not isinstance(digits, int) or abs(digits) > 30):
+        raise ValueError(f"round() takes at most 30 digits, got {digits!r}")
+    return round(value) if digits is None else round(value, digits)
+
+
 FUNCTIONS = {
     "min": min,
     "max": max,
     "int": int,
     "float": float,
-    "round": round,
+    "round": _round,
     "len": len,
     "sum": sum,
     "floor": math.floor,
@@ -65,7 +78,12 @@ FUNCTIONS = {
     "error": _reject,
 }
 # `[x] * n` builds lists; bound them so a recipe cannot exhaust memory.
-MAX_LIST_LENGTH = 10_000
+MAX_LIST_LENGTH = 10_000  # values in one list (nested lists counted in full) or characters of a string
+MAX_NESTING = 32  # lists in lists
+MAX_MAGNITUDE = 10**15  # of every number an expression computes (a layer count, a width...)
+MAX_SOURCE = 1_000  # characters of one ${...}
+MAX_TREE_DEPTH = 50  # of the parsed expression: ((((...)))) or 1+1+...+1
+MAX_TREE_NODES = 300
 
 
 def has_expression(value: Any) -> bool:
@@ -88,11 +106,60 @@ def substitute(value: str, names: Mapping[str, Any]) -> Any:
 
 
 def evaluate(source: str, names: Mapping[str, Any]) -> Any:
+    tree = _parse(source)
+    return _Evaluator(names, tree).visit(tree.body)
+
+
+def _parse(source: str) -> ast.Expression:
+    """The syntax tree of an expression, refused when too long, deep or large to evaluate."""
+    if len(source) > MAX_SOURCE:
+        raise ExpressionError(f"an expression of {len(source):,} characters; at most {MAX_SOURCE:,}")
     try:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
         raise ExpressionError(f"cannot parse ${{{source}}}: {exc.msg}") from None
-    return _Evaluator(names, tree).visit(tree.body)
+    except (RecursionError, MemoryError, ValueError):
+        raise ExpressionError(f"cannot parse ${{{source[:60]}...}}: too deeply nested") from None
+    nodes, stack = 0, [(tree.body, 1)]
+    while stack:  # iteratively: the depth is what is being checked
+        node, depth = stack.pop()
+        nodes += 1
+        if depth > MAX_TREE_DEPTH or nodes > MAX_TREE_NODES:
+            raise ExpressionError(
+                f"${{{source[:60]}...}} is too complex (at most {MAX_TREE_DEPTH} levels and "
+                f"{MAX_TREE_NODES} parts); compute it in steps with params")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return tree
+
+
+def check_size(value: Any) -> str | None:
+    """None when `value` is within the bounds of a recipe value, else what is wrong."""
+    count, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, bool) or item is None:
+            continue
+        if isinstance(item, int) and abs(item) > MAX_MAGNITUDE:
+            return f"{_short(item)}, beyond the ±10**15 a recipe number may reach"
+        if isinstance(item, float) and not (abs(item) <= MAX_MAGNITUDE):
+            return f"{_short(item)}, beyond the ±10**15 a recipe number may reach"
+        if isinstance(item, str) and len(item) > MAX_LIST_LENGTH:
+            return f"a string of {len(item):,} characters; at most {MAX_LIST_LENGTH:,}"
+        if isinstance(item, (list, tuple, dict)):
+            if depth >= MAX_NESTING:
+                return f"lists nested more than {MAX_NESTING} deep"
+            count += len(item)
+            if count > MAX_LIST_LENGTH:
+                return f"more than {MAX_LIST_LENGTH:,} values in one list"
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return None
+
+
+def _short(number) -> str:
+    """A number for a message, never thousands of digits."""
+    if isinstance(number, int) and abs(number) > 10**20:
+        return f"a number of about 10**{int(number.bit_length() * math.log10(2))}"
+    return f"{number:.6g}" if isinstance(number, float) else str(number)
 
 
 def names_used(source: str) -> set[str]:
@@ -120,7 +187,12 @@ class _Evaluator:
                 "(allowed: numbers, strings, lists, param names, + - * / // %, comparisons, "
                 f"'a if c else b', indexing, {', '.join(sorted(FUNCTIONS))})"
             )
-        return method(node)
+        value = method(node)
+        if isinstance(node, (ast.BinOp, ast.UnaryOp, ast.Call, ast.List, ast.Tuple, ast.Constant)):
+            problem = check_size(value)
+            if problem:
+                raise ExpressionError(f"'{_text(node)}' gives {problem}")
+        return value
 
     def visit_Constant(self, node):
         if isinstance(node.value, (int, float, str, bool)) or node.value is None:
@@ -158,8 +230,10 @@ class _Evaluator:
         if isinstance(node.op, ast.Mult) and isinstance(left, list) != isinstance(right, list):
             count = right if isinstance(left, list) else left
             items = left if isinstance(left, list) else right
-            if not isinstance(count, int) or len(items) * max(count, 0) > MAX_LIST_LENGTH:
-                raise ExpressionError(f"list repetition by {count!r} is not allowed")
+            if isinstance(count, bool) or not isinstance(count, int) or (
+                    (len(items) or 1) * max(count, 0) > MAX_LIST_LENGTH):
+                raise ExpressionError(f"list repetition by {count!r} is not allowed "
+                                      f"(a list has at most {MAX_LIST_LENGTH:,} values)")
         elif isinstance(node.op, ast.Add) and isinstance(left, list) and isinstance(right, list):
             pass
         elif isinstance(left, str) and isinstance(right, str) and isinstance(node.op, ast.Add):
@@ -169,7 +243,10 @@ class _Evaluator:
         try:
             return op(left, right)
         except ZeroDivisionError:
-            raise ExpressionError(f"division by zero in '{ast.unparse(node)}'") from None
+            raise ExpressionError(f"division by zero in '{_text(node)}'") from None
+        except OverflowError:
+            raise ExpressionError(f"'{_text(node)}' gives a number beyond the ±10**15 a recipe "
+                                  "number may reach") from None
 
     def visit_BoolOp(self, node):
         # Python's semantics, short-circuit included: `ok or error('...')` only fails when
@@ -225,8 +302,8 @@ class _Evaluator:
             raise RejectedValue(args[0] + self._values_used())
         try:
             return FUNCTIONS[node.func.id](*args)
-        except (TypeError, ValueError) as exc:
-            raise ExpressionError(f"'{ast.unparse(node)}' failed: {exc}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ExpressionError(f"'{_text(node)}' failed: {exc}") from None
 
     def _values_used(self) -> str:
         """' (got depth=21)': the values behind a rejection, as the user set them."""
@@ -240,6 +317,12 @@ class _Evaluator:
 
     def visit_unsupported(self, node):
         raise ExpressionError(f"'{ast.unparse(node)}' is not allowed in a recipe expression")
+
+
+def _text(node) -> str:
+    """The source of a node for a message (cut: a list in it may be long)."""
+    text = ast.unparse(node)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _number(value, where):

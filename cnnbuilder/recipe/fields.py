@@ -5,9 +5,54 @@ from __future__ import annotations
 
 from typing import Any
 
+from cnnbuilder.errors import RecipeError
 from cnnbuilder.recipe.document import Document
 from cnnbuilder.recipe.expressions import ExpressionError, has_expression, names_used, substitute
 from cnnbuilder.recipe.vocabulary import BLOCKS, BlockSpec, did_you_mean
+
+
+class ParamValues(dict):
+    """The names expressions use (params and build values), with where each param got its
+    value: `origins[name]` ('file, line N, field params.name' or '--set name=12') and
+    `sources[name]`, the plain params a derived one is computed from."""
+
+    origins: dict = {}
+    sources: dict = {}
+
+
+def traced(document: Document, path: tuple, message: str, raw, names) -> RecipeError:
+    """The error of a value computed from params, told first from where the user set them:
+    `child.yaml, line 4, field params.growth_rate (growth_rate=-4) gives, at parent.yaml,
+    line 29, field stem[1].conv.filters: conv.filters = -8 ...`."""
+    base = f"{document.where(path)}: {message}"
+    blamed = blame(raw, names)
+    return RecipeError(f"{blamed} gives, at {base}" if blamed else base)
+
+
+def blame(raw, names) -> str:
+    """Where the plain params behind the expressions of `raw` got their values ('' if none):
+    the overrides first, then the params in the order of their names."""
+    origins, sources = getattr(names, "origins", {}), getattr(names, "sources", {})
+    used = set()
+    for name in _expression_names(raw):
+        used |= set(sources.get(name, ()))
+    used = sorted((n for n in used if n in origins), key=lambda n: (", line " in origins[n], n))
+    parts = []
+    for name in used:
+        origin = origins[name]
+        parts.append(origin if ", line " not in origin and "field params." not in origin
+                     else f"{origin} ({name}={names.get(name)!r})")
+    return " and ".join(parts)
+
+
+def _expression_names(raw) -> set:
+    if isinstance(raw, str):
+        return names_used(raw) if has_expression(raw) else set()
+    if isinstance(raw, (list, tuple)):
+        return set().union(*map(_expression_names, raw)) if raw else set()
+    if isinstance(raw, dict):
+        return set().union(*map(_expression_names, raw.values())) if raw else set()
+    return set()
 
 
 def substitute_all(document: Document, path: tuple, value: Any, names: dict) -> Any:
@@ -20,7 +65,7 @@ def substitute_all(document: Document, path: tuple, value: Any, names: dict) -> 
         if isinstance(value, dict):
             return {k: substitute_all(document, path + (k,), v, names) for k, v in value.items()}
     except ExpressionError as exc:
-        raise document.error(path, f"bad expression {value!r}: {exc}.") from None
+        raise traced(document, path, f"bad expression {value!r}: {exc}.", value, names) from None
     return value
 
 
@@ -86,7 +131,8 @@ def resolve_fields(document: Document, path: tuple, spec: BlockSpec, raw: dict, 
         problem = spec.field(key).check(value)
         if problem:
             at = where(key) if key in raw else path
-            raise document.error(at, f"{spec.name}.{key} = {value!r}{origin(raw.get(key), names)}: {problem}.")
+            raise traced(document, at, f"{spec.name}.{key} = {value!r}{origin(raw.get(key), names)}: "
+                                       f"{problem}.", raw.get(key), names)
     if "kernel" in fields and isinstance(fields["kernel"], list):
         fields["kernel"] = tuple(fields["kernel"])
     return fields

@@ -9,13 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cnnbuilder.recipe.document import Document
-from cnnbuilder.recipe.fields import raw_fields, resolve_defaults, resolve_fields, substitute_all
+from cnnbuilder.recipe.fields import (ParamValues, raw_fields, resolve_defaults, resolve_fields,
+                                     substitute_all, traced)
 from cnnbuilder.recipe.params import BUILD_NAMES, RESERVED_NAMES, resolve_params
 from cnnbuilder.recipe.rows import BlockItem, expand_row
 from cnnbuilder.recipe.vocabulary import BLOCKS, ShapeError, did_you_mean
 
 SECTIONS = ("stem", "stages", "head")
 STAGE_KEYS = ("name", "residual", "blocks", "repeat")
+# The cost of the network a recipe plans is bounded: at most MAX_STEPS block applications
+# and about MAX_LAYERS Keras layers (ResNet-1202, the deepest network of the papers, has
+# about 4,200; DenseNet-264 about 900). Past them `repeat: 1000000` or `layers: 100000`
+# is a RecipeError, not an hour of graph building.
+MAX_STEPS = 5_000
+MAX_LAYERS = 20_000
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,8 @@ class Step:
     path: tuple  # where it was written, for messages
     input_shape: tuple = ()
     output_shape: tuple = ()
+    raw: dict = field(default_factory=dict, compare=False, repr=False)  # fields as written
+    counted_by: tuple = field(default=(), compare=False, repr=False)  # a row's count as written
 
 
 @dataclass
@@ -124,9 +133,11 @@ def expand_steps(document, names: dict, defaults: dict, include_head: bool) -> l
     used_names: dict[str, tuple] = {}
     for section, stage, path, stage_repeat, items in _sections(document, include_head):
         repeat_path = path + ("repeat",) if section == "stage" else path
+        raw_repeat = stage_repeat
         stage_repeat = substitute_all(document, repeat_path, stage_repeat, names)
         if not isinstance(stage_repeat, int) or isinstance(stage_repeat, bool) or stage_repeat < 0:
-            raise document.error(repeat_path, f"repeat must be an integer >= 0, got {stage_repeat!r}.")
+            raise traced(document, repeat_path, f"repeat must be an integer >= 0, got {stage_repeat!r}.",
+                         raw_repeat, names)
         if stage_repeat == 0:
             continue  # as a block with repeat: 0, a stage repeated 0 times is not resolved
         resolved = []
@@ -135,6 +146,13 @@ def expand_steps(document, names: dict, defaults: dict, include_head: bool) -> l
             fields = resolve_fields(document, item.path, spec, item.raw, names,
                                     defaults.get(item.kind, {}), item.paths)
             resolved.append((item, spec, fields))
+        applications = stage_repeat * sum(fields["repeat"] for _, _, fields in resolved)
+        if len(steps) + applications > MAX_STEPS:
+            raise traced(document, repeat_path if stage_repeat > 1 else path,
+                         f"the network would apply more than {MAX_STEPS:,} blocks ({len(steps):,} before "
+                         f"this stage, {applications:,} in it); a recipe plans at most {MAX_STEPS:,}.",
+                         [raw_repeat] + [(item.raw.get("repeat"), *item.counted_by) for item, _, _ in resolved],
+                         names)
         composite_count = 0
         primitive_counts: dict[str, int] = {}
         for _ in range(stage_repeat):
@@ -154,8 +172,30 @@ def expand_steps(document, names: dict, defaults: dict, include_head: bool) -> l
                             item.path, f"layer name {name!r} is used twice (also at {document.where(used_names[name])})."
                         )
                     used_names[name] = item.path
-                    steps.append(Step(item.kind, dict(fields), name, section, stage, item.path))
+                    steps.append(Step(item.kind, dict(fields), name, section, stage, item.path,
+                                      raw=item.raw, counted_by=item.counted_by))
     return steps
+
+
+def layer_estimate(step: Step) -> int:
+    """About how many Keras layers a step becomes (an upper bound of the builder's count)."""
+    if step.block == "dense":
+        return 8 * step.fields["layers"] + 1
+    return 16 if BLOCKS[step.block].composite else 2
+
+
+def check_cost(document, steps: list[Step], names) -> None:
+    """Refuse a network of more than about MAX_LAYERS layers, at the step that crosses it."""
+    total = 0
+    for step in steps:
+        total += layer_estimate(step)
+        if total > MAX_LAYERS:
+            raw = [step.raw.get("layers"), step.raw.get("repeat"), *step.counted_by]
+            raise traced(
+                document, step.path,
+                f"the network would have more than {MAX_LAYERS:,} layers (about {total:,} up to "
+                f"{step.name}, a {step.block} block); a recipe plans at most {MAX_LAYERS:,}.",
+                raw, names)
 
 
 def propagate_shapes(document, steps: list[Step], input_shape: tuple) -> list[Step]:
@@ -181,15 +221,20 @@ def propagate_shapes(document, steps: list[Step], input_shape: tuple) -> list[St
 
 
 def resolve(document: Document, *, overrides: dict, input_shape: tuple, include_head: bool,
-            classes: int, classifier_activation) -> Plan:
-    """The `Plan` of one build; raises RecipeError (file, line, field) on any problem."""
+            classes: int, classifier_activation, override_source: str | None = None) -> Plan:
+    """The `Plan` of one build; raises RecipeError (file, line, field) on any problem.
+
+    `override_source` names the overrides in messages ("--set"; default: "keyword
+    argument", or what `cnnbuilder.recipe.params.overrides_from` says)."""
     build_values = {"classes": classes, "classifier_activation": classifier_activation}
-    params = resolve_params(document, overrides, build_values)
-    names = {**build_values, **params}
+    params = resolve_params(document, overrides, build_values, override_source)
+    names = ParamValues({**build_values, **params})
+    names.origins, names.sources = params.origins, params.sources
     defaults = resolve_defaults(document, names)
     steps = expand_steps(document, names, defaults, include_head)
     if not steps:
         raise document.error((), "the recipe has no blocks: give at least one of stem, stages, head.")
+    check_cost(document, steps, names)
     steps = propagate_shapes(document, steps, input_shape)
     return Plan(document.data.get("name", "model"), params, steps, tuple(input_shape), defaults)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cnnbuilder.recipe.document import Document
-from cnnbuilder.recipe.fields import origin, substitute_all
+from cnnbuilder.recipe.fields import origin, substitute_all, traced
 from cnnbuilder.recipe.vocabulary import did_you_mean
 
 UNITS = {
@@ -48,6 +48,7 @@ class BlockItem:
     raw: dict
     path: tuple
     paths: dict = field(default_factory=dict)
+    counted_by: tuple = ()  # the raw values (`${blocks[1]}`) its count was computed from
 
 
 def _row_entries(document: Document, path: tuple, row) -> tuple[dict, dict]:
@@ -92,7 +93,7 @@ def expand_row(document: Document, path: tuple, row, names: dict) -> list[BlockI
         raw, number = value(key)
         told[key] = f"{key} = {number!r}{origin(raw, names)}"
         if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-            raise document.error(paths[key], f"residual row {told[key]}: expected integer >= 1.")
+            raise traced(document, paths[key], f"residual row {told[key]}: expected integer >= 1.", raw, names)
         numbers[key] = number
     count, stride = numbers["count"], numbers["stride"]
     _, stride_at = value("stride_at", "first")
@@ -119,7 +120,7 @@ def expand_row(document: Document, path: tuple, row, names: dict) -> list[BlockI
     at_count = {**field_paths, "repeat": paths["count"]}
 
     def item(kind, where, **extra):
-        return BlockItem(kind, {**fields, **extra}, path, where)
+        return BlockItem(kind, {**fields, **extra}, path, where, (entries["count"],))
 
     if unit == "identity":
         return [item("identity", at_count, repeat=count)]
