@@ -179,8 +179,8 @@ def test_corrupt_model_file_is_a_run_error(tmp_path):
 
 
 def test_unknown_format_is_refused(tmp_path):
-    with pytest.raises(ExportError, match="litert"):
-        export(tmp_path, tmp_path / "models" / "x" / "1", format="onnx")
+    with pytest.raises(ExportError, match="litert, onnx"):
+        export(tmp_path, tmp_path / "models" / "x" / "1", format="torchscript")
 
 
 def test_a_run_without_preprocessing_record_or_with_the_former_one_is_unit(tmp_path):

@@ -1,17 +1,25 @@
-"""Export a trained model for serving: a TF Serving SavedModel or a LiteRT flatbuffer.
+"""Export a trained model for serving: a TF Serving SavedModel, a LiteRT flatbuffer (float
+or quantized) or an ONNX file.
 
 `export(model_or_run, "saved_models/NAME/VERSION")` writes one *version directory* of the
-layout TensorFlow Serving watches (a base path ``saved_models/NAME`` holding numbered
-versions). With ``format="savedmodel"`` it holds a SavedModel with the ``serve`` and
-``serving_default`` signatures (`serving.saved_model`) and ``assets/labels.txt``; with
-``format="litert"``, ``model.tflite`` checked against Keras (`serving.litert`) and
-``labels.txt``. Both hold ``metadata.json`` (`serving.metadata`), whose
-``preprocessing`` is the training run's record (`cnnbuilder.data.preprocessing_config`).
+layout TensorFlow Serving (and, for ONNX, Triton's model repository) watches: a base path
+``saved_models/NAME`` holding numbered versions. With ``format="savedmodel"`` it holds a
+SavedModel with the ``serve`` and ``serving_default`` signatures (`serving.saved_model`)
+and ``assets/labels.txt``; with ``format="litert"``, ``model.tflite`` (`serving.litert`,
+``quantize=`` `serving.quantization`); with ``format="onnx"``, ``model.onnx``
+(`serving.onnx_export`); the last two beside ``labels.txt``. An output naming a file
+(``exports/digits/model.onnx``, ``....tflite``) writes that file, and the format follows
+from its suffix; its directory is then the export's and holds nothing else. Every export
+holds ``metadata.json`` (`serving.metadata`), whose ``preprocessing`` is the training
+run's record (`cnnbuilder.data.preprocessing_config`), and ``README.md``, its model card
+(`serving.model_card`).
 
-The version directory is written by the run-directory policy of
-`cnnbuilder.training.rundir`: staged in a hidden sibling and renamed into place when
-complete, so a server polling the base path never sees a half-written version and a
-failure leaves nothing behind. An existing version is never overwritten without `force`.
+Every file is checked before it is published: LiteRT and ONNX against Keras, quantized
+LiteRT by its accuracy on the run's test split. The directory is written by the
+run-directory policy of `cnnbuilder.training.rundir`: staged in a hidden sibling and
+renamed into place when complete, so a server polling the base path never sees a
+half-written version and a failure (a check that fails included) leaves nothing behind.
+An existing export is never overwritten without `force`.
 """
 
 from __future__ import annotations
@@ -21,8 +29,12 @@ from pathlib import Path
 from typing import Sequence
 
 from cnnbuilder.errors import ExportError, RunError
-from cnnbuilder.serving.litert import write_litert
+from cnnbuilder.serving.litert import TFLITE, write_litert
 from cnnbuilder.serving.metadata import METADATA, export_metadata, weights_checksum
+from cnnbuilder.serving.model_card import MODEL_CARD, model_card
+from cnnbuilder.serving.onnx_export import ONNX, write_onnx
+from cnnbuilder.serving.quantization import QUANTIZATIONS
+from cnnbuilder.serving.run_data import RunData
 from cnnbuilder.serving.saved_model import write_saved_model
 from cnnbuilder.serving.source import (
     classifier_shape,
@@ -32,13 +44,16 @@ from cnnbuilder.serving.source import (
 )
 from cnnbuilder.training import rundir
 
-__all__ = ["FORMATS", "export", "format_export_summary", "weights_checksum"]
+__all__ = ["FORMATS", "QUANTIZATIONS", "export", "format_export_summary", "weights_checksum"]
 
-FORMATS = ("savedmodel", "litert")
+FORMATS = ("savedmodel", "litert", "onnx")
 _FORMAT_ALIASES = {
     "savedmodel": "savedmodel", "saved_model": "savedmodel", "tf_saved_model": "savedmodel",
-    "litert": "litert", "tflite": "litert",
+    "litert": "litert", "tflite": "litert", "onnx": "onnx",
 }
+# An output with one of these suffixes is the model file itself.
+_FILE_SUFFIXES = {".tflite": "litert", ".onnx": "onnx"}
+_MODEL_FILES = {"litert": TFLITE, "onnx": ONNX}
 # TF Serving parses version directory names as int64.
 _MAX_VERSION = 2**63 - 1
 
@@ -47,50 +62,84 @@ def export(
     model_or_run,
     directory,
     *,
-    format: str = "savedmodel",
+    format: str | None = None,
+    quantize: str | None = None,
+    max_accuracy_drop: float = 2.0,
     force: bool = False,
     class_names: Sequence[str] | None = None,
+    dataset=None,
+    data_dir=None,
 ) -> Path:
-    """Export a classifier to the TF Serving version directory `directory`.
+    """Export a classifier to the version directory (or model file) `directory`.
 
     Args:
         model_or_run: a `keras.Model`, a training run directory (holding ``model.keras``
             and optionally ``run.json`` / ``metrics.json``), or a ``.keras`` file (a
             ``run.json`` / ``metrics.json`` beside a file named ``model.keras`` is used).
         directory: ``BASE/NAME/VERSION`` with VERSION a positive integer, e.g.
-            ``saved_models/digits/1``. An existing empty directory counts as free.
-        format: ``"savedmodel"`` (default) or ``"litert"``.
-        force: replace an existing version directory (atomically) instead of refusing.
+            ``saved_models/digits/1`` (an existing empty directory counts as free); or,
+            for LiteRT and ONNX, a file path ending in ``.tflite`` / ``.onnx`` whose
+            directory holds the export alone.
+        format: ``"savedmodel"``, ``"litert"`` or ``"onnx"``; default: from the suffix of
+            a file `directory`, else ``"savedmodel"``.
+        quantize: LiteRT only: ``"dynamic"``, ``"float16"`` or ``"int8"``
+            (`serving.quantization`); needs the run's data.
+        max_accuracy_drop: percentage points of test accuracy a quantized file may lose
+            against the Keras model before the export fails.
+        force: replace an existing export (atomically) instead of refusing.
         class_names: names of the K classes; default from ``run.json``, else "0".."K-1".
+        dataset: the data to check and calibrate on (a `load_dataset` spec or a loaded
+            `Dataset`); default: the dataset ``run.json`` names.
+        data_dir: TensorFlow Datasets' data directory, to reload a ``tfds:`` dataset.
 
     Returns:
-        The version directory written.
+        The version directory written, or the model file for a file `directory`.
 
     Raises:
-        RunError: bad version directory, existing version without `force`, a missing
-            or unloadable model, a model that is not an (H, W, C) -> (K,) classifier, a
+        RunError: bad output path, existing export without `force`, a missing or
+            unloadable model, a model that is not an (H, W, C) -> (K,) classifier, a
             malformed run.json.
-        ExportError: unknown format, or a LiteRT file that disagrees with Keras.
+        ExportError: unknown format or quantization, a quantization the format cannot
+            do, or a file that fails its check.
     """
-    fmt = _check_format(format)
-    final = _check_version_directory(directory)
-    if not force:
-        _refuse_existing(final)  # fail before the slow part; checked again when publishing
+    fmt = _check_format(format, directory)
+    quantize = _check_quantize(quantize, fmt, max_accuracy_drop)
+    final, filename = _check_output(directory, fmt)
+    refuse = _refuse_existing if filename is None else _refuse_foreign
+    # Fail before the slow part; checked again when publishing. A file export's directory
+    # is replaced with `force` only when it holds an earlier export.
+    if filename is not None:
+        _refuse_foreign(final, force=force)
+    elif not force:
+        _refuse_existing(final)
     source = load_source(model_or_run)
     input_shape, num_classes = classifier_shape(source)
     names = resolve_class_names(class_names, source, num_classes)
     preprocessing = recorded_preprocessing(source, input_shape)
-    write = write_saved_model if fmt == "savedmodel" else write_litert
-    with rundir.staged_directory(final, replace=force, refuse=_refuse_existing) as staging:
-        details = write(source.model, staging, names, input_shape, preprocessing)
+    spec = dataset if dataset is not None else (source.run or {}).get("dataset")
+    run_data = RunData(spec, preprocessing, data_dir=data_dir)
+    options = {}
+    if fmt == "litert":
+        options = dict(quantize=quantize, run_data=run_data, max_accuracy_drop=max_accuracy_drop,
+                       filename=filename or TFLITE)
+    elif fmt == "onnx":
+        options = dict(run_data=run_data, filename=filename or ONNX)
+    write = {"savedmodel": write_saved_model, "litert": write_litert, "onnx": write_onnx}[fmt]
+    with rundir.staged_directory(final, replace=force, refuse=refuse) as staging:
+        details = write(source.model, staging, names, input_shape, preprocessing, **options)
         metadata = export_metadata(source, fmt, names, input_shape, preprocessing, details)
+        metadata["files"] = [*metadata.get("files", []), MODEL_CARD]
         rundir.atomic_write_json(staging / METADATA, metadata)
-    return final
+        rundir.atomic_write_text(staging / MODEL_CARD, model_card(
+            metadata, recipe=_recipe(metadata.get("recipe")), model=source.model))
+    return final if filename is None else final / filename
 
 
 def format_export_summary(directory) -> str:
     """A few human-readable lines about an export written by `export` (for the CLI)."""
-    directory = Path(directory)
+    directory = shown = Path(directory)
+    if directory.is_file():
+        directory = directory.parent
     meta = rundir.read_json(directory / METADATA, what="export metadata")
     if meta is None:
         raise RunError(f"{directory / METADATA} does not exist: not a cnnbuilder export.")
@@ -99,7 +148,7 @@ def format_export_summary(directory) -> str:
     # An export written before normalization modes records none: it is unit.
     normalization = (meta.get("preprocessing") or {}).get("normalization", "unit")
     lines = [
-        f"Exported {meta.get('recipe') or 'model'} as {meta['format']} to {directory}",
+        f"Exported {meta.get('recipe') or 'model'} as {meta['format']} to {shown}",
         f"  input {shape} float32 in [{low:g}, {high:g}] ({normalization} normalization); "
         f"{len(meta['class_names'])} classes",
     ]
@@ -108,19 +157,90 @@ def format_export_summary(directory) -> str:
         lines.append(f"  test accuracy {float(accuracy):.4f}")
     if meta["format"] == "savedmodel":
         lines.append("  signatures: serving_default (uint8 images), serve (float input)")
+    elif meta["format"] == "onnx":
+        check = meta["onnx"]["check"]
+        lines.append(f"  ONNX Runtime max abs diff vs Keras: {check['max_abs_diff']:.2e} "
+                     f"on {check['images']} images")
     else:
-        lines.append(f"  LiteRT max abs diff vs Keras: {meta['litert']['max_abs_diff']:.2e}")
+        quantization = meta["litert"].get("quantization")
+        if quantization:
+            accuracy = quantization["accuracy"]
+            lines.append(f"  {quantization['mode']} quantized: test accuracy "
+                         f"{accuracy['exported']:.4f} (Keras {accuracy['keras']:.4f}, "
+                         f"drop {accuracy['drop_points']:.2f} points)")
+        else:
+            lines.append(f"  LiteRT max abs diff vs Keras: {meta['litert']['max_abs_diff']:.2e}")
+    lines.append(f"  model card: {directory / MODEL_CARD}")
     return "\n".join(lines)
 
 
-def _check_format(format: str) -> str:
-    """The canonical format name, or an ExportError listing the choices."""
+def _check_format(format: str | None, output) -> str:
+    """The canonical format name (from `output`'s suffix when None), or an ExportError."""
+    implied = _FILE_SUFFIXES.get(Path(output).suffix.lower())
+    if format is None:
+        return implied or "savedmodel"
     fmt = _FORMAT_ALIASES.get(str(format).lower())
     if fmt is None:
         raise ExportError(
             f"Unknown export format {format!r}; expected one of {', '.join(FORMATS)}."
         )
+    if implied is not None and implied != fmt:
+        raise ExportError(
+            f"The output {output} names a {Path(output).suffix} file, which holds the "
+            f"{implied} format, but the format asked for is {fmt}; drop --format or name "
+            f"the file {Path(output).stem}{_suffix(fmt)}."
+        )
     return fmt
+
+
+def _suffix(fmt: str) -> str:
+    return next((s for s, f in _FILE_SUFFIXES.items() if f == fmt), "/ (a version directory)")
+
+
+def _check_quantize(quantize: str | None, fmt: str, max_accuracy_drop) -> str | None:
+    """The quantization mode, checked against the format; ExportError otherwise."""
+    if isinstance(max_accuracy_drop, bool) or not isinstance(max_accuracy_drop, (int, float)) \
+            or not 0 <= max_accuracy_drop <= 100:
+        raise ExportError(
+            f"max_accuracy_drop is in percentage points, from 0 to 100; got {max_accuracy_drop!r}."
+        )
+    if quantize is None:
+        return None
+    mode = str(quantize).lower()
+    if mode not in QUANTIZATIONS:
+        raise ExportError(
+            f"Unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZATIONS)} "
+            "(LiteRT post-training quantization)."
+        )
+    if fmt != "litert":
+        raise ExportError(
+            f"The {fmt} format cannot be quantized by cnnbuilder (--quantize {mode}): "
+            "quantization is LiteRT's (--format litert --quantize dynamic|float16|int8)."
+        )
+    return mode
+
+
+def _check_output(output, fmt: str) -> tuple[Path, str | None]:
+    """(export directory, model file name or None): a file output or a version directory."""
+    path = Path(output)
+    if path.suffix.lower() in _FILE_SUFFIXES:
+        directory = path.parent.absolute()
+        if directory.exists() and not directory.is_dir():
+            raise RunError(f"The directory {path.parent} of the output {path} is a file.")
+        return directory, path.name
+    return _check_version_directory(path), None
+
+
+def _recipe(name):
+    """The run's recipe for the model card, or None when it cannot be loaded."""
+    if not name:
+        return None
+    from cnnbuilder.zoo import load_recipe
+
+    try:
+        return load_recipe(name)
+    except Exception:  # noqa: BLE001 -- a user's recipe file that moved: the card does without
+        return None
 
 
 def _check_version_directory(directory) -> Path:
@@ -141,6 +261,27 @@ def _check_version_directory(directory) -> Path:
             "numbered version directories."
         )
     return path
+
+
+def _refuse_foreign(final: Path, *, force: bool = False) -> None:
+    """RunError if the directory of a file export holds anything: the export owns it.
+
+    Unlike a version directory it is not replaced with `force` unless it holds an earlier
+    export (its metadata.json): a user's directory of other files is never deleted.
+    """
+    if not rundir.is_occupied(final):
+        return
+    earlier = (final / METADATA).is_file()
+    if earlier and force:
+        return
+    raise RunError(
+        f"The directory {final} already holds "
+        + ("an export; pass force=True (--force) to replace it, or write the file into "
+           "another directory." if earlier else
+           "other files. An export fills a directory of its own (the model file, "
+           "labels.txt, metadata.json, README.md): choose a new one, e.g. "
+           f"{final / 'NAME' / 'model.onnx'}.")
+    )
 
 
 def _refuse_existing(final: Path) -> None:

@@ -4,7 +4,8 @@ checksum.
 ``metadata.json`` holds the recipe, params, class names, the model's input and the
 `preprocessing` record that turns raw images into it, training metrics, versions, a
 weights checksum (`weights_checksum`), the export time and format, and what the format
-writer adds (files, signatures, the LiteRT check).
+writer adds (files, signatures, the LiteRT or ONNX check, quantization and its measured
+accuracy). ``README.md`` beside it is the model card (`serving.model_card`).
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def export_metadata(source, fmt: str, class_names, input_shape, preprocessing,
         "num_classes": len(class_names),
         "input": model_input(input_shape, preprocessing),
         "preprocessing": preprocessing,
+        # How the run trained (run.json's identity): the model card's training section.
+        "training": {key: run[key] for key in ("training", "augment", "seed") if key in run},
         "metrics": source.metrics,
         "versions": _versions(),
         "weights_sha256": weights_checksum(source.model),

@@ -1,10 +1,15 @@
-"""Classify image files with a SavedModel written by `cnnbuilder.export`.
+"""Classify image files with any export written by `cnnbuilder.export`.
 
-`predict(saved_model_dir, ["a.png", "b.jpg"])` reads each image as it is stored (uint8,
-any size, grey / grey+alpha / RGB / RGBA) and feeds it to the SavedModel's
-``serving_default`` signature, which resizes and converts it exactly as the model's
-training pipeline did. The model's Python code is not needed: the SavedModel is
-self-contained.
+`predict(export, ["a.png", "b.jpg"])` reads each image as it is stored (uint8, any size,
+grey / grey+alpha / RGB / RGBA) and returns the same JSON for every format:
+
+- a SavedModel directory (or its base path, whose highest version is used): the images
+  go to its ``serving_default`` signature, which resizes and converts them exactly as the
+  model's training pipeline did (the SavedModel is self-contained);
+- a ``.tflite`` or ``.onnx`` file (or the version directory holding ``model.tflite`` /
+  ``model.onnx``): the images are converted by `cnnbuilder.data.preprocess_from_config`
+  with the ``preprocessing`` record of the ``metadata.json`` beside the file, the same
+  function, then run by the LiteRT interpreter or ONNX Runtime (`serving.runtimes`).
 """
 
 from __future__ import annotations
@@ -17,23 +22,25 @@ import numpy as np
 
 from cnnbuilder.errors import CnnBuilderError, RunError
 from cnnbuilder.serving.images import read_image
-from cnnbuilder.serving.metadata import LABELS_ASSET, METADATA
+from cnnbuilder.serving.metadata import LABELS, LABELS_ASSET, METADATA
+from cnnbuilder.serving.runtimes import FileModel, resolve_export
 from cnnbuilder.training.rundir import read_json
 
 __all__ = ["format_predictions", "predict", "read_image", "resolve_saved_model_dir"]
 
 SIGNATURE = "serving_default"
-# Images of one size go through the signature together, at most this many at a time.
+# Images of one size go through the model together, at most this many at a time.
 _BATCH_SIZE = 32
 
 
-def predict(saved_model_dir, image_paths: Sequence, *, top_k: int = 5) -> list[dict]:
+def predict(export_path, image_paths: Sequence, *, top_k: int = 5) -> list[dict]:
     """Top-k class predictions of the exported model for each image file.
 
     Args:
-        saved_model_dir: a version directory written by `cnnbuilder.export`
-            (``saved_models/NAME/VERSION``), or its base path ``saved_models/NAME``, in
-            which case the highest numbered version is used (as TF Serving does).
+        export_path: a SavedModel version directory written by `cnnbuilder.export`
+            (``saved_models/NAME/VERSION``) or its base path ``saved_models/NAME`` (the
+            highest numbered version is used, as TF Serving does); a ``.tflite`` or
+            ``.onnx`` file written by it, or the directory holding one.
         image_paths: PNG / JPEG (or anything Pillow reads) files of any size and mode.
         top_k: how many classes to report per image (capped at the number of classes).
 
@@ -42,26 +49,33 @@ def predict(saved_model_dir, image_paths: Sequence, *, top_k: int = 5) -> list[d
         in the order of `image_paths`, each list sorted by decreasing probability.
 
     Raises:
-        RunError: the directory is missing, is not a SavedModel, or has no
-            ``serving_default`` signature taking uint8 images.
+        RunError: the path is missing or none of the three formats, a SavedModel has no
+            ``serving_default`` signature taking uint8 images, or a model file has no
+            metadata.json beside it.
         DataError: an image is missing or unreadable.
         CnnBuilderError: `top_k` is not a positive integer.
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise CnnBuilderError(f"top_k must be a positive integer, got {top_k!r}.")
-    directory = resolve_saved_model_dir(saved_model_dir)
+    kind, path = resolve_export(export_path, saved_model_dir=resolve_saved_model_dir)
     # Read every image before loading the model: a typo in a path fails fast.
-    images = [read_image(path) for path in image_paths]
+    images = [read_image(p) for p in image_paths]
     if not images:
         return []
-    # `loaded` owns the variables: it must outlive every call of the signature.
-    loaded, signature, input_name = _load_signature(directory)
-    probabilities = _run_grouped(signature, input_name, images)
-    del loaded
-    class_names = _class_names(directory, probabilities.shape[1])
+    if kind == "savedmodel":
+        # `loaded` owns the variables: it must outlive every call of the signature.
+        loaded, signature, input_name = _load_signature(path)
+        probabilities = _run_grouped(
+            lambda batch: signature(**{input_name: batch})["probabilities"].numpy(), images)
+        del loaded
+        class_names = _class_names(path, LABELS_ASSET, probabilities.shape[1])
+    else:
+        model = FileModel(kind, path)
+        probabilities = _run_grouped(model.predict_images, images)
+        class_names = _class_names(path.parent, LABELS, probabilities.shape[1])
     return [
-        {"image": str(path), "predictions": _top_k(row, class_names, top_k)}
-        for path, row in zip(image_paths, probabilities)
+        {"image": str(p), "predictions": _top_k(row, class_names, top_k)}
+        for p, row in zip(image_paths, probabilities)
     ]
 
 
@@ -89,7 +103,8 @@ def resolve_saved_model_dir(saved_model_dir) -> Path:
     if not directory.is_dir():
         raise RunError(
             f"SavedModel directory {directory} does not exist; expected a version "
-            "directory written by `cnnbuilder export` (e.g. saved_models/NAME/1)."
+            "directory written by `cnnbuilder export` (e.g. saved_models/NAME/1), or a "
+            ".tflite or .onnx file it wrote."
         )
     if _is_saved_model(directory):
         return directory
@@ -101,8 +116,10 @@ def resolve_saved_model_dir(saved_model_dir) -> Path:
     if versions:
         return versions[-1][1]
     raise RunError(
-        f"{directory} is not a SavedModel (no saved_model.pb) and holds no numbered "
-        "version directory with one; expected the output of `cnnbuilder export`."
+        f"{directory} is not a SavedModel (no saved_model.pb), holds no model.tflite or "
+        "model.onnx, and holds no numbered version directory with one of them; expected "
+        "the output of `cnnbuilder export`: a SavedModel directory, a .tflite or an .onnx "
+        "file."
     )
 
 
@@ -134,8 +151,9 @@ def _load_signature(directory: Path):
     return loaded, signature, next(iter(specs))
 
 
-def _run_grouped(signature, input_name: str, images: list[np.ndarray]) -> np.ndarray:
-    """(N, K) probabilities, batching images of equal shape together."""
+def _run_grouped(run, images: list[np.ndarray]) -> np.ndarray:
+    """(N, K) probabilities, batching images of equal shape together through `run`
+    (a uint8 batch -> probabilities)."""
     import tensorflow as tf
 
     groups: dict[tuple, list[int]] = {}
@@ -145,16 +163,15 @@ def _run_grouped(signature, input_name: str, images: list[np.ndarray]) -> np.nda
     for indices in groups.values():
         for start in range(0, len(indices), _BATCH_SIZE):
             chunk = indices[start : start + _BATCH_SIZE]
-            batch = tf.constant(np.stack([images[i] for i in chunk]))
-            outputs = signature(**{input_name: batch})
-            for i, row in zip(chunk, outputs["probabilities"].numpy()):
+            outputs = run(tf.constant(np.stack([images[i] for i in chunk])))
+            for i, row in zip(chunk, np.asarray(outputs)):
                 rows[i] = row
     return np.stack([rows[i] for i in range(len(images))])
 
 
-def _class_names(directory: Path, num_classes: int) -> list[str]:
-    """Class names from assets/labels.txt, else metadata.json, else "0".."K-1"."""
-    labels_file = directory / LABELS_ASSET
+def _class_names(directory: Path, labels: Path | str, num_classes: int) -> list[str]:
+    """Class names from the labels file, else metadata.json, else "0".."K-1"."""
+    labels_file = directory / labels
     if labels_file.is_file():
         names, origin = labels_file.read_text(encoding="utf-8").splitlines(), labels_file
     else:

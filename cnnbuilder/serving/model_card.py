@@ -1,0 +1,182 @@
+"""The model card of an export: ``README.md`` beside ``metadata.json``.
+
+Written in the form Hugging Face and keras-hub model cards take: a YAML front matter
+(``library_name``, ``tags``, ``datasets``, ``metrics``: what the Hub indexes) then
+Markdown sections: model description (network and paper, parameters and multiply-adds),
+training data and classes, training procedure, evaluation results (and the quantized
+file's accuracy), preprocessing, how to use it, intended uses and limitations. Every
+figure comes from ``metadata.json`` or the run's files, never from a guess; what is not
+known is said to be unknown.
+"""
+
+from __future__ import annotations
+
+import json
+
+__all__ = ["MODEL_CARD", "model_card"]
+
+MODEL_CARD = "README.md"
+_RUNTIMES = {
+    "savedmodel": "TensorFlow Serving or `tf.saved_model.load` (signature `serving_default` "
+                  "takes raw uint8 images, `serve` preprocessed float32 input)",
+    "litert": "the LiteRT interpreter (`ai_edge_litert.interpreter.Interpreter`) on "
+              "phones, microcontrollers and edge devices",
+    "onnx": "ONNX Runtime, TensorRT, OpenVINO or any ONNX runtime",
+}
+
+
+def model_card(metadata: dict, *, recipe=None, model=None) -> str:
+    """The README.md text of the export that `metadata` (metadata.json) describes.
+
+    Args:
+        metadata: the export's metadata.json document.
+        recipe: the run's `Recipe`, when it can be loaded (its description and paper).
+        model: the exported Keras model (its parameter and multiply-add counts).
+    """
+    name = metadata.get("recipe") or metadata.get("model_name") or "model"
+    fmt = metadata["format"]
+    dataset = metadata.get("dataset")
+    sections = [
+        _front_matter(metadata, fmt, dataset),
+        f"# {name} ({_format_name(metadata)})",
+        _description(metadata, recipe, model),
+        _data(metadata, dataset),
+        _training(metadata),
+        _evaluation(metadata),
+        _preprocessing(metadata),
+        _usage(metadata, fmt),
+        _limits(metadata, dataset),
+    ]
+    return "\n\n".join(section.strip() for section in sections if section) + "\n"
+
+
+def _format_name(metadata: dict) -> str:
+    quantization = ((metadata.get("litert") or {}).get("quantization") or {}).get("mode")
+    fmt = {"savedmodel": "TF SavedModel", "litert": "LiteRT", "onnx": "ONNX"}[metadata["format"]]
+    return f"{fmt}, {quantization} quantized" if quantization else fmt
+
+
+def _front_matter(metadata: dict, fmt: str, dataset) -> str:
+    tags = ["image-classification", "keras", "cnnbuilder", fmt]
+    if metadata.get("recipe"):
+        tags.append(str(metadata["recipe"]))
+    lines = ["---", "library_name: keras", "pipeline_tag: image-classification",
+             "license: other", "tags:", *[f"- {tag}" for tag in tags]]
+    if dataset:
+        lines += ["datasets:", f"- {dataset}"]
+    lines += ["metrics:", "- accuracy", "---"]
+    return "\n".join(lines)
+
+
+def _description(metadata: dict, recipe, model) -> str:
+    lines = ["## Model description", ""]
+    if recipe is not None:
+        lines.append(recipe.description or "")
+        if recipe.reference:
+            lines += ["", f"Paper: {recipe.reference}"]
+    else:
+        lines.append(f"A Keras model `{metadata.get('model_name')}` exported by cnnbuilder.")
+    lines.append("")
+    if model is not None:
+        from cnnbuilder.model.summary import layer_macs
+
+        macs = sum(layer_macs(layer) for layer in model.layers)
+        lines.append(f"- Parameters: {model.count_params():,}")
+        lines.append(f"- Multiply-adds per image: {macs:,} (convolution and dense layers)")
+    shape = "×".join(str(d) for d in metadata["input"]["shape"][1:])
+    lines.append(f"- Input: {shape} float32, output: {metadata['num_classes']} class probabilities")
+    if metadata.get("params"):
+        lines.append(f"- Recipe params: `{json.dumps(metadata['params'], sort_keys=True)}`")
+    lines.append(f"- Weights sha256: `{metadata['weights_sha256']}`")
+    return "\n".join(lines)
+
+
+def _data(metadata: dict, dataset) -> str:
+    names = metadata["class_names"]
+    shown = ", ".join(f"`{n}`" for n in names[:20]) + (" ..." if len(names) > 20 else "")
+    return "\n".join([
+        "## Training data", "",
+        f"Dataset: {dataset or 'unknown (the model came without a training run)'}.",
+        f"Classes ({len(names)}, in output order): {shown}.",
+    ])
+
+
+def _training(metadata: dict) -> str:
+    run = metadata.get("training") or {}
+    metrics = metadata.get("metrics") or {}
+    if not run and not metrics:
+        return "## Training procedure\n\nUnknown: the model came without a training run."
+    lines = ["## Training procedure", ""]
+    for key, value in sorted((run.get("training") or {}).items()):
+        lines.append(f"- {key}: {value}")
+    if run.get("augment") is not None:
+        lines.append(f"- augmentation: {', '.join(run['augment']) or 'none'}")
+    if run.get("seed") is not None:
+        lines.append(f"- seed: {run['seed']}")
+    for key in ("epochs_run", "best_epoch", "seconds"):
+        if metrics.get(key) is not None:
+            lines.append(f"- {key.replace('_', ' ')}: {metrics[key]}")
+    return "\n".join(lines)
+
+
+def _evaluation(metadata: dict) -> str:
+    metrics = metadata.get("metrics") or {}
+    lines = ["## Evaluation results", ""]
+    if metrics.get("test_accuracy") is not None:
+        lines.append(f"- Keras model, test split: accuracy {float(metrics['test_accuracy']):.4f}"
+                     + (f", loss {float(metrics['test_loss']):.4f}" if metrics.get("test_loss") is not None else ""))
+    accuracy = ((metadata.get("litert") or {}).get("quantization") or {}).get("accuracy")
+    if accuracy:
+        lines.append(f"- This {_format_name(metadata)} file, {accuracy['examples']} test images: "
+                     f"accuracy {accuracy['exported']:.4f} (Keras {accuracy['keras']:.4f}, "
+                     f"drop {accuracy['drop_points']:.2f} points, allowed "
+                     f"{accuracy['max_drop_points']:g})")
+    check = (metadata.get("onnx") or {}).get("check")
+    if check:
+        lines.append(f"- ONNX Runtime vs Keras: max abs difference {check['max_abs_diff']:.2e} "
+                     f"on {check['images']} images ({check['of']})")
+    litert = metadata.get("litert") or {}
+    if litert and not litert.get("quantization"):
+        lines.append(f"- LiteRT vs Keras: max abs difference {litert['max_abs_diff']:.2e}")
+    if len(lines) == 2:
+        lines.append("No test metrics recorded.")
+    return "\n".join(lines)
+
+
+def _preprocessing(metadata: dict) -> str:
+    record = metadata["preprocessing"]
+    low, high = metadata["input"]["range"]
+    height, width, channels = record["input_shape"]
+    where = ("inside the `serving_default` signature" if metadata["format"] == "savedmodel"
+             else "before the file is run (`cnnbuilder predict` does it from metadata.json)")
+    return "\n".join([
+        "## Preprocessing", "",
+        f"Applied {where}, as in training (`cnnbuilder.data.preprocess`): uint8 images "
+        f"scaled to [0, 1]; alpha dropped, grey tiled to RGB or RGB to grey (ITU-R 601) "
+        f"to {channels} channel(s); resized {record['resize']} to {height}×{width} "
+        f"(antialiased when shrinking); `{record['normalization']}` normalization to "
+        f"[{low:g}, {high:g}].",
+        "", f"Record: `{json.dumps(record, sort_keys=True)}`",
+    ])
+
+
+def _usage(metadata: dict, fmt: str) -> str:
+    return "\n".join([
+        "## How to use", "",
+        "```bash",
+        "cnnbuilder predict THIS_EXPORT image.png --top-k 3 --json",
+        "```", "",
+        f"Runs on {_RUNTIMES[fmt]}.",
+    ])
+
+
+def _limits(metadata: dict, dataset) -> str:
+    return "\n".join([
+        "## Intended uses and limitations", "",
+        f"Classifies images into the {metadata['num_classes']} classes above"
+        + (f", for images like those of {dataset}." if dataset else "."),
+        "It has seen nothing else: images of other kinds, sizes or framing get "
+        "confident-looking but meaningless probabilities, and it never answers "
+        "\"none of these\". Its accuracy holds only on data distributed like its test "
+        "split; measure it on your own data before relying on it.",
+    ])
