@@ -44,6 +44,14 @@ Distributed mode (`role`, `oracle_service`, `chief_may_stop`):
   dead worker for ever; cnnbuilder's chief serves the same gRPC service with its own loop,
   which ends the trials of silent workers (`cnnbuilder.tuning.chief.serve`).
 
+TensorBoard (`trial_tensorboard`):
+
+- ``Tuner._configure_tensorboard_dir()``: what KerasTuner's own ``run_trial`` does with a
+  ``TensorBoard`` callback: point it at ``LOGDIR/<trial_id>/execution0`` and add
+  TensorBoard's HParams ``KerasCallback`` with the trial's values converted to HParams
+  domains (``tuner_utils.convert_hyperparams_to_hparams``). `RecipeTuner` replaces
+  ``run_trial``, so it calls the same method to get the same HParams dashboard.
+
 Trial numbers (`trial_number`):
 
 - ``Oracle.create_trial`` names trial N (counted from 0) ``f"{N:0{len(str(max_trials))}d}"``
@@ -113,6 +121,17 @@ def tried_before(oracle, values: dict) -> bool:
 def random_values(oracle) -> dict | None:
     """Fresh random values from `oracle`'s sampler; None when the space is exhausted."""
     return oracle._random_values()
+
+
+def trial_tensorboard(tuner, trial, log_dir) -> list:
+    """Callbacks logging `trial` to TensorBoard as KerasTuner's own ``run_trial`` does:
+    Keras' ``TensorBoard`` writing to ``log_dir/<trial_id>/execution0`` and TensorBoard's
+    HParams ``KerasCallback`` recording the trial's hyperparameters there."""
+    import keras
+
+    callbacks = [keras.callbacks.TensorBoard(log_dir=str(log_dir), update_freq="epoch")]
+    tuner._configure_tensorboard_dir(callbacks, trial)
+    return callbacks
 
 
 def trial_number(trial_id) -> int:

@@ -57,12 +57,16 @@ class RecipeTuner(hooks.TunerHooks):
             trial (workers send heartbeats five times as often).
         fit_verbose: `model.fit`'s verbose of the trials.
         quiet: print nothing (the one-line messages of skipped and failed trials too).
+        tensorboard: log every trial to ``DIRECTORY/logs/<trial_id>/execution0`` with its
+            hyperparameters, for TensorBoard's HParams dashboard (``tensorboard --logdir
+            DIRECTORY/logs``).
         Other arguments are `keras_tuner.Tuner`'s.
     """
 
     def __init__(self, *args, seed=0, trial_timeout=chief.DEFAULT_TRIAL_TIMEOUT, fit_verbose=0,
-                 quiet=False, **kwargs):
+                 quiet=False, tensorboard=True, **kwargs):
         self.seed = seed
+        self.tensorboard = tensorboard
         self.trial_timeout = trial_timeout
         self.fit_verbose = fit_verbose
         self.quiet = quiet
@@ -97,6 +101,11 @@ class RecipeTuner(hooks.TunerHooks):
     def checkpoint_path(self, trial_id) -> Path:
         """The best epoch's weights of a trial."""
         return Path(self.get_trial_dir(trial_id)) / CHECKPOINT
+
+    @property
+    def log_dir(self) -> Path:
+        """Where the trials' TensorBoard runs go: ``logs/`` of the search directory."""
+        return Path(self.directory) / rundir.LOGS_DIR
 
     def record_path(self, trial_id) -> Path:
         """cnnbuilder's record of a trial (`TRIAL_RECORD`)."""
@@ -161,6 +170,8 @@ class RecipeTuner(hooks.TunerHooks):
             load_weights(model, self.checkpoint_path(previous))
         record["epochs"] = last
         checkpoint = BestEpochWeights(self.oracle.objective, self.checkpoint_path(trial.trial_id))
+        if self.tensorboard:
+            callbacks = [*callbacks, *hooks.trial_tensorboard(self, trial, self.log_dir)]
         history = self.hypermodel.fit(hp, model, data, epochs=last, initial_epoch=first,
                                       callbacks=[checkpoint, *callbacks],
                                       verbose=self.fit_verbose)
