@@ -478,11 +478,7 @@ def test_folder_class_without_images(image_folder):
         load_dataset(f"folder:{image_folder}")
 
 
-def test_folder_corrupt_image_is_named(image_folder):
-    corrupt = image_folder / "dog" / "broken.jpg"
-    corrupt.write_bytes(b"this is not a jpeg")
-    with pytest.raises(DataError, match=f"Cannot read image file {corrupt}"):
-        load_dataset(f"folder:{image_folder}")
+# Bad image files, links and loops of folder datasets: test_bad_images.py.
 
 
 # ---------------------------------------------------------------------------- arrays

@@ -40,6 +40,7 @@ def load_dataset(
     validation_split: float = 0.1,
     test_split: float = 0.2,
     class_names: Sequence[str] | None = None,
+    skip_bad_images: bool = False,
 ) -> Dataset:
     """Load a dataset from a spec.
 
@@ -55,6 +56,11 @@ def load_dataset(
         test_split: fraction of all examples held out for testing, where the source
             has no test split of its own.
         class_names: names of the classes of NumPy arrays (default "0".."K-1").
+        skip_bad_images: for ``folder:PATH``, leave out the image files that cannot be
+            used (corrupt, truncated, not an image, too large, broken links...) and list
+            them in `Dataset.skipped`, instead of raising a DataError that names them.
+            Every file is checked when the folder is loaded either way, so training
+            never meets a bad file mid-epoch. The other sources have no files to skip.
 
     Returns:
         The `Dataset`, its splits holding uint8 NHWC images and int64 labels.
@@ -63,13 +69,15 @@ def load_dataset(
         DataError: the spec is malformed or the data cannot be found, read or used.
     """
     _check_fractions(validation_split, test_split)
+    if not isinstance(skip_bad_images, bool):
+        raise DataError(f"skip_bad_images must be True or False, got {skip_bad_images!r}.")
     if isinstance(spec, str):
         if class_names is not None:
             raise DataError(
                 f"class_names= is only for NumPy arrays; dataset {spec!r} names its own "
                 "classes."
             )
-        return _load_named(spec, data_dir, validation_split, test_split)
+        return _load_named(spec, data_dir, validation_split, test_split, skip_bad_images)
     if isinstance(spec, (tuple, list, Mapping)):
         return load_arrays(spec, class_names, seed, validation_split, test_split)
     raise DataError(
@@ -77,7 +85,9 @@ def load_dataset(
     )
 
 
-def _load_named(spec: str, data_dir, validation_split: float, test_split: float) -> Dataset:
+def _load_named(
+    spec: str, data_dir, validation_split: float, test_split: float, skip_bad_images: bool
+) -> Dataset:
     """Dispatch a string spec to its loader."""
     kind, sep, rest = spec.partition(":")
     if spec == "digits":
@@ -85,7 +95,7 @@ def _load_named(spec: str, data_dir, validation_split: float, test_split: float)
     if sep and kind == "tfds":
         return load_tfds(rest.strip(), data_dir, validation_split, test_split)
     if sep and kind == "folder":
-        return load_folder(rest.strip(), validation_split, test_split)
+        return load_folder(rest.strip(), validation_split, test_split, skip_bad_images)
     raise DataError(f"Unknown dataset spec {spec!r}. Expected {SPEC_FORMS}.")
 
 

@@ -1,28 +1,38 @@
 """Image folders (``folder:PATH``): one sub-folder of images per class, decoded lazily.
 
-The sorted sub-folder names are the class names. Image headers are scanned once (channel
-count, common size) without decoding; the pixels are decoded by tf.data when a pipeline
-reads them. A training pipeline shuffles the *file names* of a folder split (see
-`file_source`) rather than buffering decoded images.
+The sorted sub-folder names are the class names (at least two). Every image file is
+checked when the folder is loaded (`cnnbuilder.data.image_checks`: its header, then one
+decode by the training pipeline's own decoder), so that training never meets a bad file
+in the middle of an epoch: bad files are an error naming them, or, with
+``skip_bad_images``, left out and listed in `Dataset.skipped`. How files are found
+(links, loops, hidden files) is `cnnbuilder.data.folder_walk`'s part.
+
+The pixels are decoded by tf.data when a pipeline reads them. A training pipeline
+shuffles the *file names* of a folder split (see `file_source`) rather than buffering
+decoded images.
 """
 
 from __future__ import annotations
 
+import os
 import weakref
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from cnnbuilder.data.folder_walk import IMAGE_EXTENSIONS, BadImage, class_folders, walk_class
+from cnnbuilder.data.image_checks import (
+    Header,
+    bad_images_error,
+    decode_image,
+    read_header,
+    undecodable,
+)
 from cnnbuilder.data.splits import FIXED_SPLIT_STATE, Dataset, stratified_split
 from cnnbuilder.errors import DataError
 
 __all__ = ["IMAGE_EXTENSIONS", "decode_files", "file_source", "load_folder"]
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-# PIL modes whose pixels carry no colour; everything else (RGB, RGBA, P, CMYK...) is colour.
-_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 # Lazily decoded folder splits -> their (paths, labels, channels, size), so that
 # make_pipeline can shuffle file names instead of buffering decoded images.
@@ -31,31 +41,45 @@ _FILE_SOURCES: "weakref.WeakKeyDictionary[tf.data.Dataset, tuple]" = (
 )
 
 
-def load_folder(path: str, validation_split: float, test_split: float) -> Dataset:
-    """A folder with one sub-folder of images per class, decoded lazily by tf.data."""
+def load_folder(
+    path: str, validation_split: float, test_split: float, skip_bad_images: bool = False
+) -> Dataset:
+    """A folder with one sub-folder of images per class, every image checked up front.
+
+    Args:
+        path: the dataset folder.
+        validation_split: fraction of all (usable) images held out for validation.
+        test_split: fraction of all (usable) images held out for testing.
+        skip_bad_images: leave out the files that cannot be used (listed in
+            `Dataset.skipped`) instead of raising.
+
+    Raises:
+        DataError: no or a single class folder, a class without images, a class folder
+            that loops; bad image files (unless skipped), naming them.
+    """
     root = _check_folder(path)
-    class_dirs = sorted(
-        d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
-    )
-    if not class_dirs:
-        raise DataError(
-            f"Dataset folder {root} has no class sub-folders. Expected one sub-folder "
-            f"per class (e.g. {root}/cat/1.png, {root}/dog/2.jpg), whose sorted names "
-            "become the class names."
-        )
+    class_dirs = _check_classes(root, class_folders(root))
+    files, bad = _find_images(root, class_dirs)
+    headers, channels, bad_files = _check_files(f for class_files in files for f in class_files)
+    bad = sorted(bad + bad_files)
+    if bad and not skip_bad_images:
+        # Every candidate is now in `headers` (usable) or in `bad`, beside loops and such.
+        raise bad_images_error(root, bad, len(headers) + len(bad))
     paths, labels = [], []
-    for label, class_dir in enumerate(class_dirs):
-        files = _image_files(class_dir)
-        if not files:
+    for label, (class_dir, class_files) in enumerate(zip(class_dirs, files)):
+        usable = [str(f) for f in class_files if str(f) in headers]
+        if not usable:
             raise DataError(
-                f"Class folder {class_dir} holds no images; expected files ending in "
-                f"{', '.join(IMAGE_EXTENSIONS)}. Remove the folder or add images."
+                f"Class folder {class_dir} has no usable images: all "
+                f"{sum(1 for b in bad if _under(b.path, class_dir))} were skipped as bad. "
+                "Remove the folder or add images."
             )
-        paths += files
-        labels += [label] * len(files)
-    channels, size = _scan_image_headers(paths)
+        paths += usable
+        labels += [label] * len(usable)
+    sizes = {headers[p].size for p in paths}
+    size = sizes.pop() if len(sizes) == 1 else None
     labels = np.asarray(labels, dtype=np.int64)
-    str_paths = np.asarray([str(p) for p in paths])
+    str_paths = np.asarray(paths)
     splits = stratified_split(labels, validation_split, test_split, FIXED_SPLIT_STATE)
     train, validation, test = (
         _file_split(str_paths[i], labels[i], channels, size) for i in splits
@@ -67,7 +91,74 @@ def load_folder(path: str, validation_split: float, test_split: float) -> Datase
         train=train,
         validation=validation,
         test=test,
+        skipped=tuple(b.path for b in bad),
     )
+
+
+def _check_classes(root: Path, class_dirs: list[Path]) -> list[Path]:
+    """The class folders, which must be at least two."""
+    if not class_dirs:
+        raise DataError(
+            f"Dataset folder {root} has no class sub-folders. Expected one sub-folder "
+            f"per class (e.g. {root}/cat/1.png, {root}/dog/2.jpg), whose sorted names "
+            "become the class names."
+        )
+    if len(class_dirs) == 1:
+        raise DataError(
+            f"Dataset folder {root} has a single class sub-folder, {class_dirs[0].name}; a "
+            "classifier needs at least two classes. Add a sub-folder of images per class."
+        )
+    return class_dirs
+
+
+def _find_images(root: Path, class_dirs: list[Path]) -> tuple[list[list[Path]], list[BadImage]]:
+    """(candidate files per class, bad entries met on the way)."""
+    seen = {os.path.realpath(d) for d in class_dirs}
+    files, bad = [], []
+    for class_dir in class_dirs:
+        class_files, class_bad = walk_class(class_dir, root, seen)
+        if not class_files and not class_bad:
+            raise DataError(
+                f"Class folder {class_dir} holds no images; expected files ending in "
+                f"{', '.join(IMAGE_EXTENSIONS)}. Remove the folder or add images."
+            )
+        files.append(class_files)
+        bad += class_bad
+    return files, bad
+
+
+def _check_files(candidates) -> tuple[dict[str, Header], int, list[BadImage]]:
+    """(usable files and their headers, channel count, bad files) of candidate files."""
+    headers, bad = {}, []
+    for candidate in map(str, candidates):
+        header = read_header(candidate)
+        if isinstance(header, BadImage):
+            bad.append(header)
+        else:
+            headers[candidate] = header
+    channels, failed = _decode_check(headers)
+    return headers, channels, bad + failed
+
+
+def _decode_check(headers: dict[str, Header]) -> tuple[int, list[BadImage]]:
+    """(channel count, files that fail to decode), removing those from `headers`.
+
+    The channel count is 1 when every image is grey, else 3 (alpha is dropped). Leaving a
+    bad colour file out can make the rest grey; they are then checked again as grey.
+    """
+    failed: list[BadImage] = []
+    channels = None
+    while headers:
+        wanted = 1 if all(h.grey for h in headers.values()) else 3
+        if wanted == channels:
+            break
+        channels = wanted
+        paths = list(headers)
+        now_failed = undecodable(paths, [headers[p].size for p in paths], channels)
+        for b in now_failed:
+            del headers[b.path]
+        failed += now_failed
+    return channels or 3, failed
 
 
 def _check_folder(path: str) -> Path:
@@ -89,63 +180,9 @@ def _check_folder(path: str) -> Path:
     return root
 
 
-def _image_files(class_dir: Path) -> list[Path]:
-    """Image files under a class folder (recursively, sorted, hidden files skipped)."""
-    return sorted(
-        p
-        for p in class_dir.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(class_dir).parts)
-    )
-
-
-def _scan_image_headers(paths: Sequence[Path]) -> tuple[int, tuple[int, int] | None]:
-    """(channels, common (H, W) or None) from the image headers, without decoding.
-
-    Channels is 1 when every image is grey and 3 otherwise (alpha is dropped).
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    grey, sizes = True, set()
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                grey = grey and _is_grey(image)
-                width, height = image.size
-        except (UnidentifiedImageError, OSError, ValueError) as error:
-            raise DataError(
-                f"Cannot read image file {path}: {error}. Remove or replace the file."
-            ) from None
-        sizes.add((height, width))
-    size = sizes.pop() if len(sizes) == 1 else None
-    return (1 if grey else 3), size
-
-
-def _is_grey(image) -> bool:
-    """Whether a PIL image has no colour; palette images count when their palette is grey."""
-    if image.mode in ("P", "PA"):
-        # Grey GIFs open as palette images; reading the palette loads only this image.
-        palette = image.getpalette("RGB") or []
-        return palette[0::3] == palette[1::3] == palette[2::3]
-    return image.mode in _GREY_MODES
-
-
-def _decode_image(contents: tf.Tensor, channels: int) -> tf.Tensor:
-    """Decode PNG/JPEG/BMP/GIF bytes to a uint8 (H, W, channels) image."""
-    if channels == 3:
-        return tf.io.decode_image(contents, channels=3, expand_animations=False)
-    # TF's BMP and GIF decoders only produce colour; convert those to grey afterwards.
-    colour_only = tf.logical_or(
-        tf.strings.substr(contents, 0, 2) == "BM", tf.strings.substr(contents, 0, 3) == "GIF"
-    )
-    return tf.cond(
-        colour_only,
-        lambda: tf.image.rgb_to_grayscale(
-            tf.io.decode_image(contents, channels=3, expand_animations=False)
-        ),
-        lambda: tf.io.decode_image(contents, channels=1, expand_animations=False),
-    )
+def _under(path: str, folder: Path) -> bool:
+    """Whether `path` lies below `folder` (as found, links not resolved)."""
+    return Path(path).is_relative_to(folder)
 
 
 def decode_files(
@@ -155,7 +192,7 @@ def decode_files(
     shape = (*(size or (None, None)), channels)
 
     def decode(path, label):
-        image = _decode_image(tf.io.read_file(path), channels)
+        image = decode_image(tf.io.read_file(path), channels)
         return tf.ensure_shape(image, shape), label
 
     return files.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
@@ -169,7 +206,6 @@ def _file_split(
     split = decode_files(files, channels, size)
     _FILE_SOURCES[split] = (paths, labels, channels, size)
     return split
-
 
 
 def file_source(split) -> tuple | None:

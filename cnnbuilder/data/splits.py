@@ -33,6 +33,8 @@ class Dataset:
     Each split is ``(x, y)`` NumPy arrays (x uint8 NHWC, y int64) or an unbatched
     ``tf.data.Dataset`` of ``(uint8 HWC image, int64 label)``. ``image_shape`` is the
     (H, W, C) of the stored images; H and W are None when the images differ in size.
+    ``skipped`` lists the image files left out as unusable (a folder loaded with
+    ``skip_bad_images=True``); it is empty otherwise.
     """
 
     name: str
@@ -41,6 +43,7 @@ class Dataset:
     train: Split
     validation: Split
     test: Split
+    skipped: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
