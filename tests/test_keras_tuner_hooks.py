@@ -183,3 +183,16 @@ def test_owner_state_file_is_json(tmp_path):
                           project_name="p")
     tuner.save()
     assert isinstance(json.loads((tmp_path / "p" / hooks.OWNER_STATE).read_text()), dict)
+
+
+def test_trial_tensorboard_points_at_the_trial_and_adds_its_hparams(tmp_path):
+    tuner = FunctionTuner(oracle=oracle(), hypermodel=Space(), directory=str(tmp_path),
+                          project_name="p")
+    trial = tuner.oracle.create_trial("tuner0")
+    board, hparams = hooks.trial_tensorboard(tuner, trial, tmp_path / "logs")
+    assert type(board).__name__ == "TensorBoard"
+    assert board.log_dir == str(tmp_path / "logs" / trial.trial_id / "execution0")
+    # TensorBoard's HParams callback (test_tensorboard.py reads the values it writes).
+    from tensorboard.plugins.hparams import api as hparams_api
+
+    assert isinstance(hparams, hparams_api.KerasCallback)
