@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import re
 import subprocess
 import sys
@@ -491,3 +492,109 @@ def test_residual_row_errors_name_file_line_and_element(tmp_path, row, where, ex
 def test_unknown_stage_key_suggests_residual(tmp_path):
     with pytest.raises(RecipeError, match=r"unknown stage key 'residul'.*Did you mean 'residual'"):
         stage_steps(tmp_path, "residul: [identity, 2, 8, 1]")
+
+
+# ----------------------------------------------------------------------------- declared params
+
+
+def test_a_child_value_is_reported_at_the_child_line_not_the_parents_layer(tmp_path):
+    child = write(tmp_path, "child.yaml", "name: child\nextends: densenet121\nparams:\n  growth_rate: -4\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(child)
+    message = str(info.value)
+    assert message.startswith(f"{child}, line 4, field params.growth_rate: param growth_rate = -4: ")
+    assert "expected an integer from 1 to 1024 (declared at " in message and "densenet121.yaml" in message
+
+
+@pytest.mark.parametrize("overrides, source, needle", [
+    ({"growth_rate": 0}, None, "keyword argument growth_rate=0: param growth_rate = 0: expected an integer"),
+    ({"growth_rate": 0}, "--set", "--set growth_rate=0: param growth_rate = 0: expected an integer"),
+    ({"blocks": [3, 4, -1, 3]}, "--set", "--set blocks=[3, 4, -1, 3]: param blocks = [3, 4, -1, 3]: item 2 = -1"),
+    ({"blocks": [3, 4]}, "--set", "--set blocks=[3, 4]: param blocks = [3, 4]: expected a list of 4 items, "
+                                  "each an integer from 1 to 1000"),
+    ({"compression": 0.0}, None, "keyword argument compression=0.0: param compression = 0.0: expected a number"),
+])
+def test_an_override_is_checked_against_the_declaration_and_named(overrides, source, needle):
+    from cnnbuilder.recipe.params import overrides_from
+
+    with overrides_from(source) if source else contextlib.nullcontext():
+        with pytest.raises(RecipeError) as info:
+            load_recipe("densenet121").plan(**overrides)
+    assert str(info.value).startswith(needle)
+
+
+def test_a_rule_over_several_params_is_reported_where_the_value_was_set(tmp_path):
+    child = write(tmp_path, "deep.yaml", "name: deep\nextends: densenet_bc100_k12\nparams:\n  depth: 41\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(child)
+    message = str(info.value)
+    assert message.startswith(f"{child}, line 4, field params.depth: param depth = 41: depth - 4 must be")
+    assert "(with bottleneck=True)" in message
+    # The rule follows the other param: without the bottleneck, 3n + 4 depths are accepted.
+    assert load_recipe("densenet_bc100_k12").plan(depth=40, bottleneck=False).params["layers"] == 12
+
+
+def test_a_derived_field_names_where_its_params_were_set(tmp_path):
+    base = write(tmp_path, "base.yaml", TINY_RECIPE)
+    child = write(tmp_path, "child.yaml", "name: child\nextends: base.yaml\nparams:\n  width: 0\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(child)
+    message = str(info.value)
+    # First where the user set the value, then the derived field in the parent.
+    assert message.startswith(f"{child}, line 4, field params.width (width=0) gives, at {base}, line 10, "
+                              "field stem[0].conv.filters: conv.filters = 0")
+    from cnnbuilder.recipe.params import overrides_from
+
+    with overrides_from("--set"), pytest.raises(RecipeError, match=r"^--set width=0 gives, at "):
+        load_recipe(base).plan(width=0)
+    with pytest.raises(RecipeError, match=r"^keyword argument units=\[1, 0\] gives, at .*repeat"):
+        load_recipe(base).plan(units=[1, 0])
+
+
+def test_a_child_value_keeps_the_parents_declaration_and_a_child_declaration_merges(tmp_path):
+    write(tmp_path, "base.yaml", TINY_RECIPE.replace("  width: 8", "  width: {default: 8, int: [1, 64]}"))
+    plain = write(tmp_path, "plain.yaml", "name: plain\nextends: base.yaml\nparams: {width: 16}\n")
+    assert load_recipe(plain).params["width"] == 16
+    with pytest.raises(RecipeError, match="expected an integer from 1 to 64"):
+        load_recipe(plain).plan(width=65)
+    wider = write(tmp_path, "wider.yaml", "name: wider\nextends: base.yaml\nparams:\n  width: {int: [1, 128]}\n")
+    assert load_recipe(wider).plan(width=100).params["width"] == 100
+    assert load_recipe(wider).params["width"] == 8  # the default is inherited
+    free = write(tmp_path, "free.yaml", "name: free\nextends: base.yaml\nparams:\n  width: {int: null}\n")
+    assert load_recipe(free).plan(width=1000).params["width"] == 1000
+
+
+@pytest.mark.parametrize("declaration, line, expected", [
+    ("{default: 8, int: [1]}", 5, "expected [low, high] of integers"),
+    ("{default: 8, int: [9, 1]}", 5, "expected low <= high"),
+    ("{default: 8, range: [1, 9]}", 5, "'range' is not one of default, int"),
+    ("{default: 8, message: hi}", 5, "a message explains a rule"),
+    ("{default: 8, rule: width > 1}", 5, "expected a \"${...}\" expression"),
+    ("{default: 8, choice: []}", 5, "expected a non-empty list"),
+    ("{default: 8, length: -1}", 5, "expected a count n or [low, high]"),
+    ("{default: 8, int: [10, 20]}", 5, "param width = 8: expected an integer from 10 to 20"),
+    ("{default: 8, rule: \"${width % 3 == 0}\", message: width is a multiple of 3}", 5,
+     "param width = 8: width is a multiple of 3"),
+])
+def test_bad_declarations_name_file_and_line(tmp_path, declaration, line, expected):
+    path = write(tmp_path, "declared.yaml", TINY_RECIPE.replace("  width: 8", f"  width: {declaration}"))
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert f"declared.yaml, line {line}, field params.width" in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_a_param_declared_without_any_default_is_an_error(tmp_path):
+    path = write(tmp_path, "nodefault.yaml", TINY_RECIPE.replace("  width: 8", "  width: {int: [1, 9]}"))
+    with pytest.raises(RecipeError, match=r"nodefault.yaml, line 5, field params.width: param 'width' "
+                                          r"is declared without a default"):
+        load_recipe(path)
+
+
+def test_the_cyclic_extends_message_starts_from_the_file_asked_for(tmp_path):
+    a = write(tmp_path, "cycle_a.yaml", "name: a\nextends: cycle_b.yaml\n")
+    b = write(tmp_path, "cycle_b.yaml", "name: b\nextends: cycle_a.yaml\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(a)
+    assert str(info.value) == (f"{a}: cyclic extends: cycle_a -> cycle_b -> cycle_a: {a} (line 2) extends "
+                               f"{b}; {b} (line 2) extends {a}.")

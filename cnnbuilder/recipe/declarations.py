@@ -135,8 +135,8 @@ def split_params(data: dict, locations: Locations, label: str) -> dict:
             if path + ("default",) in locations:
                 locations[path] = locations[path + ("default",)]
         else:
-            del params[name]  # this level only declares; the default is inherited
-        for old in [p for p in locations if p[:2] == path and len(p) > 2]:
+            del params[name]  # this level only declares; the default (and its line) is inherited
+        for old in [p for p in locations if p[:2] == path and (len(p) > 2 or "default" not in value)]:
             del locations[old]
     return declared
 

@@ -117,7 +117,7 @@ def read_document(source, *, resolve_name, _chain: tuple = ()) -> Document:
             )
     parent_name = data.get("extends")
     if parent_name is None:
-        return document
+        return _with_defaults(document)
     if not isinstance(parent_name, str) or not parent_name:
         raise document.error(("extends",), f"expected a recipe name or path, got {parent_name!r}.")
     parent_path = resolve_name(parent_name, base_dir)
@@ -137,8 +137,19 @@ def read_document(source, *, resolve_name, _chain: tuple = ()) -> Document:
     child = {k: v for k, v in data.items() if k != "extends"}
     merged = merge(parent.data, child)
     merged.pop("extends", None)
-    return Document(merged, _merge_locations(parent.locations, locations, child), label,
-                    (data, *parent.chain), merge_declarations(parent.declared, declared))
+    return _with_defaults(Document(merged, _merge_locations(parent.locations, locations, child), label,
+                                   (data, *parent.chain), merge_declarations(parent.declared, declared)))
+
+
+def _with_defaults(document: Document) -> Document:
+    """`document`, once every declared param has a default (here or in an ancestor)."""
+    params = document.data.get("params")
+    for name, checks in document.declared.items():
+        if not isinstance(params, dict) or name not in params:
+            at = checks.get("at")
+            raise RecipeError(f"{at or document.source}, field params.{name}: param {name!r} is declared "
+                              "without a default; give it one (`default: ...`).")
+    return document
 
 
 def _cycle(chain, again: str) -> RecipeError:
