@@ -36,7 +36,8 @@ def read_rows(path: Path) -> list[dict]:
 
 def test_training_config_from_recipe_and_overrides():
     config = training_config(cnnbuilder.load_recipe("resnet20").training, epochs=3)
-    assert (config.optimizer, config.nesterov, config.momentum) == ("sgd", True, 0.9)
+    # He et al. 2016, Section 4.2: plain momentum (no Nesterov)
+    assert (config.optimizer, config.nesterov, config.momentum) == ("sgd", False, 0.9)
     assert config.schedule == "step" and config.epochs == 3 and config.batch_size == 128
     with pytest.raises(RecipeError, match=r"epochs = 0: expected a positive integer"):
         training_config({}, epochs=0)
@@ -51,6 +52,176 @@ def test_learning_rate_schedules():
     assert [float(step(i)) for i in (0, 19, 21, 31)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
     cosine = learning_rate_schedule(training_config({"schedule": "cosine", "epochs": 4}), 10)
     assert float(cosine(0)) == pytest.approx(0.1) and float(cosine(40)) == pytest.approx(0.0, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- the paper's training
+
+
+def _one_variable_steps(optimizer, gradients, start=(1.0, -2.0)):
+    """The values of one variable after `optimizer` applies each gradient in turn."""
+    variable = keras.Variable(np.array(start, "float32"))
+    values = []
+    for gradient in gradients:
+        optimizer.apply([np.array(gradient, "float32")], [variable])
+        values.append(np.array(variable.numpy(), "float64"))
+    return values
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_l2_weight_decay_goes_through_momentum_as_torch_sgd(nesterov):
+    from cnnbuilder.training.optimizers import TorchSGD
+
+    lr, mu, wd = 0.1, 0.9, 0.01
+    gradients = [(0.5, 0.25), (-0.3, 0.1), (0.2, -0.4)]
+    got = _one_variable_steps(TorchSGD(lr, momentum=mu, nesterov=nesterov, l2_decay=wd), gradients)
+    w, v = np.array([1.0, -2.0]), np.zeros(2)
+    for gradient, value in zip(gradients, got):  # torch.optim.SGD, dampening 0
+        g = np.array(gradient) + wd * w
+        v = mu * v + g
+        w = w - lr * (g + mu * v if nesterov else v)
+        np.testing.assert_allclose(value, w, atol=1e-6)
+
+
+def test_decoupled_weight_decay_is_outside_the_momentum():
+    from cnnbuilder.recipe.training import training_config
+    from cnnbuilder.training.optimizers import make_optimizer
+
+    config = training_config({"schedule": "constant", "learning_rate": 0.1, "momentum": 0.9,
+                              "nesterov": False, "weight_decay": 0.01,
+                              "weight_decay_mode": "decoupled"})
+    optimizer = make_optimizer(config, steps_per_epoch=10)
+    assert type(optimizer) is keras.optimizers.SGD and optimizer.weight_decay == 0.01
+    gradients = [(0.5, 0.25), (-0.3, 0.1)]
+    got = _one_variable_steps(optimizer, gradients)
+    w, m = np.array([1.0, -2.0]), np.zeros(2)
+    for gradient, value in zip(gradients, got):  # Keras: w -= lr·wd·w, then the momentum step
+        w = w - 0.1 * 0.01 * w
+        m = 0.9 * m - 0.1 * np.array(gradient)
+        w = w + m
+        np.testing.assert_allclose(value, w, atol=1e-6)
+    l2 = make_optimizer(training_config({"weight_decay_mode": "l2", "weight_decay": 0.01}), 10)
+    assert l2.l2_decay == 0.01 and not l2.weight_decay  # Keras' own decay stays off
+
+
+def test_l2_adam_adds_the_decay_to_the_gradient():
+    from cnnbuilder.training.optimizers import L2Adam
+
+    decayed = _one_variable_steps(L2Adam(0.01, l2_decay=0.5), [(0.1, 0.1)])
+    plain = _one_variable_steps(keras.optimizers.Adam(0.01), [(0.1 + 0.5 * 1.0, 0.1 + 0.5 * -2.0)])
+    np.testing.assert_allclose(decayed[0], plain[0], atol=1e-7)
+
+
+def test_label_smoothing_changes_the_loss_as_the_formula():
+    from cnnbuilder.training.losses import training_loss
+
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], "float32")
+    labels = np.array([0, 1])
+    s = 0.1
+    targets = np.eye(3)[labels] * (1 - s) + s / 3
+    expected = -(targets * np.log(probabilities)).sum(axis=1).mean()
+    assert float(training_loss(s)(labels, probabilities)) == pytest.approx(expected, rel=1e-5)
+    plain = -np.log(probabilities[[0, 1], labels]).mean()
+    assert float(training_loss(0.0)(labels, probabilities)) == pytest.approx(plain, rel=1e-5)
+    assert float(training_loss(s)(labels[:, None], probabilities)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_paper_schedule_steps_and_warms_up_at_a_fixed_rate():
+    from cnnbuilder.training.schedules import PaperSchedule
+
+    schedule = PaperSchedule(0.1, 640, boundaries=[320, 480], warmup_steps=40, warmup_learning_rate=0.01)
+    rates = [float(schedule(i)) for i in (0, 39, 40, 319, 320, 479, 480, 639)]
+    assert rates == pytest.approx([0.01, 0.01, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    schedule.end_warmup(5)
+    assert float(schedule(5)) == pytest.approx(0.1) and float(schedule(4)) == pytest.approx(0.01)
+    again = PaperSchedule.from_config(schedule.get_config())
+    assert float(again(5)) == pytest.approx(0.1) and again.get_config() == schedule.get_config()
+
+
+def test_an_iterations_recipe_on_other_data_runs_the_papers_epochs():
+    from cnnbuilder.recipe.training import training_config
+    from cnnbuilder.training.callbacks import StopAtStep, schedule_callbacks
+    from cnnbuilder.recipe.training_plan import layout
+
+    config = training_config(cnnbuilder.load_recipe("resnet20").training)
+    own = layout(config, 352, "tfds:cifar10")
+    assert own.epochs == 182 and any(isinstance(c, StopAtStep) for c in schedule_callbacks(config, own))
+    plateau = training_config(cnnbuilder.load_recipe("vgg16").training)
+    [callback] = schedule_callbacks(plateau, layout(plateau, 10))
+    assert isinstance(callback, keras.callbacks.ReduceLROnPlateau)
+    assert callback.min_lr == pytest.approx(0.01 * 0.1**3)
+
+
+def _tiny_model(classes=2):
+    inputs = keras.Input((4,))
+    return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(inputs))
+
+
+def test_warmup_ends_when_the_training_error_is_below_the_threshold():
+    from cnnbuilder.training.callbacks import WarmupUntilError
+    from cnnbuilder.training.optimizers import TorchSGD
+    from cnnbuilder.training.schedules import PaperSchedule
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    schedule = PaperSchedule(0.1, 1000, decay="constant", warmup_steps=900, warmup_learning_rate=0.01)
+    model = _tiny_model()
+    model.compile(optimizer=TorchSGD(schedule, momentum=0.9), loss="sparse_categorical_crossentropy",
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    model.fit(x, y, batch_size=10, epochs=1, verbose=0, callbacks=[WarmupUntilError(0.9)])
+    # any net is below 90% error: the warm-up ends once 10 batches are in the window
+    assert int(schedule.warmup_end.numpy()) == 10
+
+
+def test_a_model_compiled_with_the_papers_training_round_trips(tmp_path):
+    from cnnbuilder.recipe.training import training_config
+    from cnnbuilder.training.optimizers import compile_model
+
+    config = training_config({"iterations": 1000, "boundaries": [500], "schedule": "step",
+                              "weight_decay_mode": "l2", "label_smoothing": 0.1, "warmup": 10,
+                              "warmup_learning_rate": 0.01, "nesterov": False})
+    model = _tiny_model()
+    compile_model(model, config, steps_per_epoch=20)
+    model.fit(np.zeros((8, 4), "float32"), np.zeros(8, "int64"), verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=True)
+    optimizer = loaded.optimizer
+    assert type(optimizer).__name__ == "TorchSGD" and optimizer.l2_decay == 1e-4
+    assert int(optimizer.iterations.numpy()) == 1
+    assert optimizer._learning_rate.get_config() == model.optimizer._learning_rate.get_config()
+    assert loaded.loss.label_smoothing == 0.1
+
+
+def test_dropout_setting_sets_the_recipes_param_or_is_refused(tiny):
+    from cnnbuilder.training import prepare
+
+    data = cnnbuilder.load_dataset("digits")
+    job = prepare("densenet40_k12", data, training={"dropout": 0.2, "epochs": 1})
+    assert job.settings.recipe_params["dropout"] == 0.2
+    with pytest.raises(RecipeError, match="tiny has no dropout param"):
+        prepare(tiny, data, training={"dropout": 0.2})
+    with pytest.raises(RecipeError, match="disagree"):
+        prepare("densenet40_k12", data, params={"dropout": 0.1}, training={"dropout": 0.2})
+
+
+def test_show_training_json_and_text(capsys):
+    from cnnbuilder.cli import main
+
+    assert main(["show", "resnet110", "--training", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["unit"], report["length"], report["nesterov"]) == ("iterations", 64000, False)
+    assert report["schedule"]["warmup"] == {"length": 400, "learning_rate": 0.01, "until_error": 0.8}
+    assert report["weight_decay_mode"] == "l2" and "Section 4.2" in report["source"]
+    assert main(["show", "resnet20", "--training", "epochs=20", "label_smoothing=0.1",
+                 "--dataset", "digits"]) == 0
+    out = capsys.readouterr().out
+    assert "step, x0.1 at [10, 15] epochs" in out and "[override]" in out
+    assert "label_smoothing: 0.1 (override" in out and "for digits" in out
+    assert main(["show", "resnet20", "--training", "momentun=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--training: unknown training setting 'momentun'" in err and "Did you mean 'momentum'" in err
+    assert main(["show", "resnet20", "--training", "optimizer=adamw"]) == 2
+    assert "adamw decays the weights decoupled" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 from cnnbuilder.recipe import expressions as expression_limits
@@ -109,6 +108,8 @@ METADATA_DOCS = {
     "macs": "Expected multiply-adds per image.",
     "min_input": "Smallest height and width `build` accepts (as `keras.applications`).",
     "notes": "Free text: deviations from the paper, implementation choices.",
+    "reported": "The paper's published result: `{dataset, error, top5_error, source, notes}` "
+                "(errors in %); `benchmarks/reproduce.py` prints it beside its own.",
 }
 FUNCTION_DOCS = {
     "min": "`min(a, b, ...)` or `min(list)`",
@@ -124,22 +125,56 @@ FUNCTION_DOCS = {
              "(the error adds the values of the names the expression uses)",
 }
 TRAINING_DOCS = {
+    "source": "The paper and section the settings come from (printed by `show --training`).",
     "optimizer": "Optimizer.",
     "learning_rate": "Initial (peak) learning rate.",
     "momentum": "Momentum of `sgd` and `rmsprop`.",
     "nesterov": "Nesterov momentum for `sgd`.",
-    "weight_decay": "Decoupled weight decay (0 turns it off).",
-    "schedule": "`cosine` decay to 0 over the run, `step` (multiply by `step_factor` at each "
-                "`step_at` fraction of the run) or `constant`.",
-    "step_at": "Fractions of the run at which a `step` schedule decays.",
-    "step_factor": "Factor a `step` schedule multiplies the rate by.",
-    "warmup_epochs": "Epochs of linear warm-up (cosine schedule).",
+    "weight_decay": "Weight decay wd (0 turns it off), in `weight_decay_mode`.",
+    "weight_decay_mode": "`l2`: wd·w added to the gradient of every trainable variable before "
+                         "momentum, as the papers' Torch and Caffe code (`sgd` is then "
+                         "`torch.optim.SGD` exactly); `decoupled`: Keras' `weight_decay` "
+                         "(w -= lr·wd·w beside the update, AdamW's). At momentum 0.9, l2 acts "
+                         "about 10× as strongly. `adamw` is decoupled only.",
     "batch_size": "Batch size.",
-    "epochs": "Epochs (the paper's; `--epochs` overrides it).",
-    "label_smoothing": "Label smoothing of the cross-entropy.",
+    "epochs": "Length of the run in epochs (give `epochs` or `iterations`; `--epochs` overrides it "
+              "and the schedule keeps its shape: boundaries and warm-up at the same fractions).",
+    "iterations": "Length of the run in optimizer steps, the paper's unit for He et al.; on "
+                  "another dataset than `dataset` the run lasts as many epochs as the paper's "
+                  "(iterations · batch_size / dataset_size).",
+    "schedule": "`cosine` decay to 0 over the run, `step` (multiply by `step_factor` at each "
+                "boundary), `constant`, or `plateau` (multiply by `step_factor` when the "
+                "validation accuracy has not improved for `plateau_patience` epochs, at most "
+                "`plateau_reductions` times: Keras' `ReduceLROnPlateau`).",
+    "boundaries": "Where a `step` schedule decays, in the run's unit (He et al.: `[32000, 48000]` "
+                  "iterations).",
+    "step_at": "Where a `step` schedule decays, as fractions of the run (Huang et al.: "
+               "`[0.5, 0.75]`); used when there are no `boundaries`.",
+    "step_every": "A `step` schedule that decays every so many units (Szegedy et al.: 4% every 8 "
+                  "epochs); 0: off.",
+    "step_factor": "Factor a `step` or `plateau` schedule multiplies the rate by.",
+    "warmup": "Length of the warm-up, in the run's unit: a linear ramp from 0, or "
+              "`warmup_learning_rate` until it ends.",
+    "warmup_learning_rate": "The rate during the warm-up (He et al.'s ResNet-110: 0.01); "
+                            "empty: the linear ramp.",
+    "warmup_until_error": "End the warm-up early once the training error of the last 10 "
+                          "batches is below this (He et al.: 0.8); `warmup` is then the "
+                          "longest it lasts.",
+    "plateau_patience": "Epochs without a better validation accuracy before a `plateau` "
+                        "schedule decays.",
+    "plateau_reductions": "How many times a `plateau` schedule decays at most (Krizhevsky et "
+                          "al., Simonyan & Zisserman: 3).",
+    "label_smoothing": "Label smoothing of the cross-entropy (one-hot targets (1 - s) + s/classes).",
+    "dropout": "Sets the recipe's `dropout` param (DenseNet, AlexNet, GoogLeNet); an error for a "
+               "recipe without one.",
     "augment": "Training augmentation: `crop` (pad 4 and random crop), `flip` (horizontal), "
-               "`translate` (random shift). `digits` always uses `[translate]`, since flips "
-               "turn digits into other symbols.",
+               "`translate` (random shift). Unless the run chooses its own, `digits` uses "
+               "`[translate]`, since flips turn digits into other symbols.",
+    "dataset": "The dataset the paper trained on (`cifar10`), for an `iterations`-long run.",
+    "dataset_size": "Training images of `dataset` the paper's iterations count over (He et al.: "
+                    "45000 of the 45k/5k split).",
+    "departures": "Where this training cannot be the paper's (a Keras limit, a missing detail), "
+                  "printed by `show --training`.",
 }
 TUNE_FORM_DOCS = {
     "choice": ("`{choice: [a, b, ...]}`", "one of the listed values (numbers, booleans, strings or lists)"),
@@ -307,10 +342,11 @@ def render_limits() -> str:
 
 
 def render_training() -> str:
-    settings = [f.name for f in dataclass_fields(TrainingConfig)]
+    settings = list(TRAINING_CHECKS)
     _missing(settings, TRAINING_DOCS, "training setting")
     defaults = TrainingConfig().to_dict()
-    rows = [[f"`{name}`", TRAINING_CHECKS[name][1], _code(defaults[name]), TRAINING_DOCS[name]]
+    rows = [[f"`{name}`", TRAINING_CHECKS[name][1],
+             _code(defaults[name]) if name in defaults else "", TRAINING_DOCS[name]]
             for name in settings]
     return _table(["setting", "type", "default", "meaning"], rows)
 

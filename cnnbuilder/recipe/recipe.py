@@ -16,6 +16,8 @@ METADATA_KEYS = {
     "family": str, "params": int, "trainable_params": int, "input_shape": list, "classes": int,
     "source": str, "keras_application": str, "keras_weights": dict, "macs": (int, float),
     "min_input": int, "notes": str,
+    # The paper's published error: {dataset, error (%), top5_error (%), source, notes}.
+    "reported": dict,
 }
 # The numbers have a least value: a count is >= 0, a number of classes or pixels >= 1.
 METADATA_MINIMUM = {"params": 0, "trainable_params": 0, "macs": 0, "classes": 1, "min_input": 1}

@@ -1,49 +1,97 @@
 """The recipe's `training:` section: the paper's optimizer, schedule and augmentation.
 
 Pure Python (no TensorFlow), so recipes can be validated and documented cheaply. One table,
-`CHECKS`, says what each setting accepts; `check_settings` applies it, for the section when
-`load_recipe` reads a recipe (messages with file, line and field) and for the overrides of
-`train(training=...)`, `--training k=v` and the tuner (`training_config`), and the `tune:`
-section checks its ranges of training settings with the same table.
+`CHECKS`, says what each setting accepts; `check_settings` applies it (and the rules between
+settings, `combination_problem`), for the section when `load_recipe` reads a recipe
+(messages with file, line and field) and for the overrides of `train(training=...)`,
+`--training k=v` and the tuner (`training_config`); the `tune:` section checks its ranges
+of training settings with the same table.
+
+A run's length is counted in the paper's unit: ``epochs: 300`` (Huang et al.) or
+``iterations: 64000`` (He et al.); step boundaries and warm-up are in the same unit. An
+override of the length (``--epochs 20``) keeps the schedule's shape: the recipe's
+boundaries and warm-up move to the same fractions of the new length.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+import math
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from cnnbuilder.errors import RecipeError
 from cnnbuilder.recipe.vocabulary import did_you_mean
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-SCHEDULES = ("cosine", "step", "constant")
+SCHEDULES = ("cosine", "step", "constant", "plateau")
 AUGMENTATIONS = ("crop", "flip", "translate")
+WEIGHT_DECAY_MODES = ("l2", "decoupled")
+UNITS = ("epochs", "iterations")
+# Settings that are laid out along the run and move with its length.
+SCALED = ("boundaries", "step_every", "warmup")
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """The resolved training settings of one run (defaults where the recipe gives none)."""
+    """The resolved training settings of one run (defaults where the recipe gives none).
 
+    The run is `length` long in `unit` (the recipe's ``epochs:`` or ``iterations:``);
+    `boundaries`, `step_every` and `warmup` count in the same unit.
+    """
+
+    source: str = ""
     optimizer: str = "sgd"
     learning_rate: float = 0.1
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    # For `step`: fractions of training at which the rate is multiplied by `step_factor`
-    # (He et al. 2015 divide by 10 at 32k and 48k of 64k iterations: [0.5, 0.75]).
-    step_at: tuple = (0.5, 0.75)
-    step_factor: float = 0.1
-    warmup_epochs: int = 0
+    # l2: wd·w added to the gradient before momentum (Torch/Caffe, the papers' code);
+    # decoupled: w -= lr·wd·w beside the update (Keras' weight_decay, AdamW).
+    weight_decay_mode: str = "decoupled"
     batch_size: int = 128
-    epochs: int = 20
+    unit: str = "epochs"
+    length: float = 20
+    schedule: str = "cosine"
+    boundaries: tuple = ()
+    # For `step` without boundaries: fractions of training at which the rate is multiplied
+    # by `step_factor` (Huang et al. 2017: divide by 10 at 50% and 75%).
+    step_at: tuple = (0.5, 0.75)
+    step_every: float = 0
+    step_factor: float = 0.1
+    warmup: float = 0
+    warmup_learning_rate: float | None = None  # None: a linear ramp from 0
+    warmup_until_error: float | None = None
+    plateau_patience: int = 5
+    plateau_reductions: int = 3
     label_smoothing: float = 0.0
+    dropout: float | None = None
     augment: tuple = ("crop", "flip")
+    dataset: str = ""
+    dataset_size: int = 0
+    departures: tuple = ()
+    # (unit, length) of the recipe when an override changed the run's length.
+    scaled_from: tuple = ()
+
+    @property
+    def epochs(self) -> int:
+        """The run's length in epochs (iterations at the paper's batch over its dataset,
+        rounded; 1000 steps an epoch when the recipe does not give the dataset size)."""
+        if self.unit == "epochs":
+            return int(math.ceil(self.length))
+        per_epoch = self.dataset_size / self.batch_size if self.dataset_size else 1000
+        return max(1, int(round(self.length / per_epoch)))
+
+    @property
+    def iterations(self) -> int | None:
+        """The run's length in iterations when the recipe counts in iterations."""
+        return int(self.length) if self.unit == "iterations" else None
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data["step_at"], data["augment"] = list(self.step_at), list(self.augment)
-        return data
+        """The settings as the recipe writes them (the run's identity, resume compares it)."""
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        unit, length = data.pop("unit"), data.pop("length")
+        data.pop("scaled_from")
+        return {**data, unit: length}
 
 
 def _number(value) -> bool:
@@ -54,26 +102,48 @@ def _integer(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _numbers(value, accepts) -> bool:
+    return isinstance(value, (list, tuple)) and all(_number(x) and accepts(x) for x in value)
+
+
+def _optional(accepts):
+    return lambda v: v is None or accepts(v)
+
+
 # setting -> (accepts(value) -> bool, what it expects). The docs generator prints the second.
 CHECKS: dict[str, tuple[Callable, str]] = {
+    "source": (lambda v: isinstance(v, str), "a string (the paper and section)"),
     "optimizer": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
     "learning_rate": (lambda v: _number(v) and v > 0, "a number > 0"),
     "momentum": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "nesterov": (lambda v: isinstance(v, bool), "true or false"),
     "weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "schedule": (lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
-    "step_at": (lambda v: isinstance(v, (list, tuple)) and all(_number(x) and 0 < x < 1 for x in v),
-                "a list of fractions in (0, 1)"),
-    "step_factor": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
-    "warmup_epochs": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "weight_decay_mode": (lambda v: v in WEIGHT_DECAY_MODES, f"one of {', '.join(WEIGHT_DECAY_MODES)}"),
     "batch_size": (lambda v: _integer(v) and v >= 1, "a positive integer"),
     "epochs": (lambda v: _integer(v) and v >= 1, "a positive integer"),
+    "iterations": (lambda v: _integer(v) and v >= 1, "a positive integer"),
+    "schedule": (lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+    "boundaries": (lambda v: _numbers(v, lambda x: x > 0) and list(v) == sorted(set(v)),
+                   "an increasing list of numbers > 0 (in the run's unit)"),
+    "step_at": (lambda v: _numbers(v, lambda x: 0 < x < 1), "a list of fractions in (0, 1)"),
+    "step_every": (lambda v: _number(v) and v >= 0, "a number >= 0 (in the run's unit)"),
+    "step_factor": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "warmup": (lambda v: _number(v) and v >= 0, "a number >= 0 (in the run's unit)"),
+    "warmup_learning_rate": (_optional(lambda v: _number(v) and v > 0), "a number > 0"),
+    "warmup_until_error": (_optional(lambda v: _number(v) and 0 < v < 1), "a number in (0, 1)"),
+    "plateau_patience": (lambda v: _integer(v) and v >= 1, "a positive integer (epochs)"),
+    "plateau_reductions": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     "label_smoothing": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "dropout": (_optional(lambda v: _number(v) and 0 <= v < 1), "a number in [0, 1)"),
     "augment": (lambda v: isinstance(v, (list, tuple)) and all(a in AUGMENTATIONS for a in v),
                 f"a list of {', '.join(AUGMENTATIONS)}"),
+    "dataset": (lambda v: isinstance(v, str), "a string (the paper's dataset, e.g. cifar10)"),
+    "dataset_size": (lambda v: _integer(v) and v >= 1,
+                     "a positive integer (training images of the paper's dataset)"),
+    "departures": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
+                   "a list of strings"),
 }
-_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
-assert set(CHECKS) == {f.name for f in fields(TrainingConfig)}
+_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "weight_decay_mode": WEIGHT_DECAY_MODES}
 
 
 def setting_problem(key: str, value) -> str | None:
@@ -92,6 +162,40 @@ def setting_problem(key: str, value) -> str | None:
     return f"{key} = {value!r}: expected {expected}.{hint}"
 
 
+def combination_problem(values: dict) -> tuple[str, str] | None:
+    """(setting, message) for the first rule between settings that `values` breaks: one
+    length, boundaries inside the run, a warm-up shorter than it, a weight-decay mode the
+    optimizer can do. Settings that are absent take their defaults."""
+    if "epochs" in values and "iterations" in values:
+        return "iterations", ("give the run's length once, as epochs or as iterations "
+                              "(a child recipe removes the inherited one with null).")
+    if "boundaries" in values and "step_at" in values:
+        return "step_at", "give step boundaries once, as boundaries (in the unit) or step_at (fractions)."
+    defaults = TrainingConfig()
+    unit = "iterations" if "iterations" in values else "epochs"
+    length = values.get(unit, defaults.length)
+    get = lambda key: values.get(key, getattr(defaults, key))  # noqa: E731
+    boundaries = list(get("boundaries"))
+    if boundaries and boundaries[-1] >= length:
+        return "boundaries", (f"boundaries = {boundaries}: past the end of training "
+                              f"({length} {unit}); each must be < {length}.")
+    if get("warmup") >= length:
+        return "warmup", f"warmup = {get('warmup')}: not shorter than the run ({length} {unit})."
+    if (get("warmup_until_error") is not None or get("warmup_learning_rate") is not None) \
+            and not get("warmup"):
+        key = "warmup_until_error" if get("warmup_until_error") is not None else "warmup_learning_rate"
+        return key, f"{key} needs a warmup length (the longest the warm-up may last, in {unit})."
+    if get("warmup") and get("schedule") == "plateau":
+        return "warmup", "a plateau schedule has no warm-up here (the rate is Keras' ReduceLROnPlateau's)."
+    if get("weight_decay_mode") == "l2" and get("optimizer") == "adamw":
+        return "weight_decay_mode", ("adamw decays the weights decoupled by definition; use "
+                                     "optimizer adam for l2 decay, or weight_decay_mode decoupled.")
+    if unit == "iterations" and bool(get("dataset")) != bool(get("dataset_size")):
+        return "dataset_size", ("an iterations-long recipe gives its dataset and dataset_size "
+                                "together (so a run on other data keeps the paper's epochs).")
+    return None
+
+
 def normalize(values: dict) -> dict:
     """`augment: crop` means `[crop]`, `augment: none` means `[]` (as `--training augment=none`)."""
     values = dict(values)
@@ -100,25 +204,61 @@ def normalize(values: dict) -> dict:
     return values
 
 
-def check_settings(values: dict, error: Callable[[str, str], Exception]) -> dict:
-    """The settings normalized; raises `error(key, message)` for the first bad one."""
+def check_settings(values: dict, error: Callable[[str, str], Exception], *,
+                   combined: bool = True) -> dict:
+    """The settings normalized; raises `error(key, message)` for the first bad one (and,
+    when `combined`, for the first rule between them that they break)."""
     values = normalize(values)
     for key, value in values.items():
         problem = setting_problem(key, value)
         if problem:
             raise error(key, problem)
+    problem = combination_problem(values) if combined else None
+    if problem:
+        raise error(*problem)
     return values
+
+
+def _length(values: dict) -> tuple[str, float]:
+    for unit in UNITS:
+        if unit in values:
+            return unit, values[unit]
+    return "epochs", TrainingConfig.length
 
 
 def training_config(section: dict | None, *, where: str = "training", **overrides) -> TrainingConfig:
     """A checked `TrainingConfig` from a recipe's `training:` section and overrides
-    (None values are ignored, so CLI flags that were not given change nothing)."""
+    (None values are ignored, so CLI flags that were not given change nothing).
+
+    An override of the length (``epochs`` or ``iterations``) replaces the section's and
+    moves the section's boundaries and warm-up to the same fractions of the new length.
+    """
+    def error(key, message):
+        return RecipeError(f"{where}: {message}")
+
     values = {k: v for k, v in (section or {}).items() if v is not None}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    values = check_settings(values, lambda key, message: RecipeError(f"{where}: {message}"))
-    config = replace(TrainingConfig(), **values)
-    return replace(config, step_at=tuple(config.step_at), augment=tuple(config.augment))
+    overrides = check_settings({k: v for k, v in overrides.items() if v is not None}, error,
+                               combined=False)
+    scaled_from = ()
+    if any(unit in overrides for unit in UNITS):
+        old_unit, old_length = _length(values)
+        new_unit, new_length = _length(overrides)
+        for unit in UNITS:
+            values.pop(unit, None)
+        for key in SCALED:
+            if key in values and key not in overrides:
+                scale = new_length / old_length
+                value = values[key]
+                values[key] = [x * scale for x in value] if isinstance(value, list) else value * scale
+        if (old_unit, old_length) != (new_unit, new_length):
+            scaled_from = (old_unit, old_length)
+    values.update(overrides)
+    values = check_settings(values, error)
+    unit, length = _length(values)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k not in UNITS}
+    return replace(TrainingConfig(), **values, unit=unit, length=length, scaled_from=scaled_from)
 
 
-__all__ = ["AUGMENTATIONS", "CHECKS", "OPTIMIZERS", "SCHEDULES", "TrainingConfig",
-           "check_settings", "setting_problem", "training_config"]
+__all__ = ["AUGMENTATIONS", "CHECKS", "OPTIMIZERS", "SCHEDULES", "TrainingConfig", "UNITS",
+           "WEIGHT_DECAY_MODES", "check_settings", "combination_problem", "setting_problem",
+           "training_config"]

@@ -26,7 +26,9 @@ import keras
 
 from cnnbuilder.data import Dataset, load_dataset, make_pipeline
 from cnnbuilder.errors import DataError, RunError
+from cnnbuilder.recipe.training_plan import layout
 from cnnbuilder.training import commit, distribution, rundir
+from cnnbuilder.training.callbacks import schedule_callbacks
 from cnnbuilder.training.optimizers import compile_model, loss_and_metrics
 from cnnbuilder.training.settings import RunSettings, steps_per_epoch
 
@@ -73,7 +75,8 @@ class Job:
     def compile(self, model: keras.Model) -> None:
         """Compile `model` with the job's optimizer, schedule, loss and metrics."""
         with distribution.strategy().scope():
-            compile_model(model, self.config, self.steps_per_epoch, jit=self.settings.jit)
+            compile_model(model, self.config, self.steps_per_epoch, jit=self.settings.jit,
+                          dataset=self.data.name)
 
     @cached_property
     def pipelines(self) -> dict:
@@ -91,16 +94,19 @@ class Job:
 
     def fit(self, model: keras.Model, *, callbacks=(), initial_epoch: int = 0,
             epochs: int | None = None, verbose=1):
-        """`model.fit` from `initial_epoch` to `epochs` (default: the settings'); None
-        when there is nothing left to train."""
-        epochs = self.config.epochs if epochs is None else epochs
+        """`model.fit` from `initial_epoch` to `epochs` (default: the settings'), with the
+        callbacks the schedule needs (`training.callbacks`) before the caller's; None when
+        there is nothing left to train."""
+        plan = layout(self.config, self.steps_per_epoch, self.data.name)
+        epochs = plan.epochs if epochs is None else epochs
         if initial_epoch >= epochs:
             return None
         with warnings.catch_warnings():  # the pipeline shuffles; fit's shuffle=True is moot
             warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
             return model.fit(self.pipelines["train"], validation_data=self.pipelines["validation"],
                              initial_epoch=initial_epoch, epochs=epochs,
-                             callbacks=list(callbacks), verbose=verbose)
+                             callbacks=[*schedule_callbacks(self.config, plan), *callbacks],
+                             verbose=verbose)
 
     def evaluate(self, model: keras.Model) -> dict:
         """Test loss and accuracy of `model` (compiled for evaluation when it is not)."""
@@ -128,7 +134,7 @@ def train(recipe_or_model, dataset="digits", *, output=None, training: dict | No
           epochs=None, batch_size=None, learning_rate=None, params=None, input_shape=None,
           augment=None, optimizer=None, schedule=None, weight_decay=None,
           mixed_precision=False, jit=False, seed=0, verbose=1, overwrite=False, data_dir=None,
-          class_names=None, validation_split=0.1, test_split=0.2,
+          class_names=None, validation_split=0.1, test_split=0.2, skip_bad_images=False,
           tensorboard=True) -> TrainResult:
     """Train a recipe (name, path, dict, Recipe) or a Keras model.
 
@@ -144,6 +150,9 @@ def train(recipe_or_model, dataset="digits", *, output=None, training: dict | No
         params: recipe params (``{"growth_rate": 12}``); input_shape: of the network.
         mixed_precision, jit, seed, verbose: as `model.fit` / Keras.
         overwrite: replace a finished run in `output` instead of refusing.
+        skip_bad_images: leave out the images of a folder dataset that cannot be used
+            (corrupt, truncated, not an image...) instead of refusing the dataset; their
+            count is `skipped_images` in metrics.json.
         tensorboard: write TensorBoard logs to ``output/logs/`` (`training.tensorboard`).
 
     Returns:
@@ -153,7 +162,8 @@ def train(recipe_or_model, dataset="digits", *, output=None, training: dict | No
     started = time.perf_counter()
     data = dataset if isinstance(dataset, Dataset) else load_dataset(
         dataset, data_dir=data_dir, class_names=class_names,
-        validation_split=validation_split, test_split=test_split)
+        validation_split=validation_split, test_split=test_split,
+        skip_bad_images=skip_bad_images)
     overrides = {**(training or {}), **{k: v for k, v in dict(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, augment=augment,
         optimizer=optimizer, schedule=schedule, weight_decay=weight_decay).items() if v is not None}}
@@ -205,6 +215,7 @@ def _run(job: Job, directory: Path | None, state: dict | None, *, verbose, start
         "class_names": list(data.class_names),
         "recipe": job.settings.recipe_name,
         "best_epoch": commit.best_epoch(history),
+        "skipped_images": len(data.skipped),
     }
     if directory:
         from cnnbuilder.plots.history import plot_history
@@ -223,7 +234,8 @@ def _open_run_directory(directory: Path, settings: RunSettings, overwrite: bool)
     rundir.prepare_directory(directory, settings=settings.identity(),
                              record=directory / rundir.RUN, marker=rundir.METRICS,
                              overwrite=overwrite, clear=rundir.clear_run, what="run",
-                             extra=settings.record(), check=commit.check_resumable)
+                             extra={**settings.record(), "skipped_images": list(job_data_skipped)},
+                             check=commit.check_resumable)
     (directory / rundir.RESUME_DIR).mkdir(exist_ok=True)
     return commit.resumable_state(directory)
 

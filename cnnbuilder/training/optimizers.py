@@ -1,58 +1,131 @@
-"""The optimizer, learning-rate schedule and compile step of a training run."""
+"""The optimizer, weight decay, loss and compile step of a training run.
+
+Weight decay comes in two modes (`weight_decay_mode`):
+
+- ``l2``: ``wd·w`` is added to the gradient of every trainable variable (kernels, biases,
+  BatchNorm scales and offsets) before momentum, as `torch.optim.SGD`'s `weight_decay`
+  and Caffe's, which the papers' code used. `TorchSGD` is SGD exactly as Torch's
+  (velocity ``v = μ·v + g``, step ``w -= lr·v``, or ``lr·(g + μ·v)`` with Nesterov);
+  `L2Adam` and `L2RMSprop` add the same term to the gradient of Keras' Adam and RMSprop.
+- ``decoupled``: Keras' own `weight_decay` (``w -= lr·wd·w`` beside the update, AdamW's).
+
+At momentum 0.9 the l2 decay acts about ten times as strongly as the same number
+decoupled, because it goes through the momentum.
+"""
 
 from __future__ import annotations
 
 import keras
+from keras import ops
 
 from cnnbuilder.recipe.training import TrainingConfig
+from cnnbuilder.recipe.training_plan import Layout, layout as plan_layout
+from cnnbuilder.training.losses import training_loss
+from cnnbuilder.training.schedules import learning_rate_schedule
 
 
-def learning_rate_schedule(config: TrainingConfig, steps_per_epoch: int):
-    """The learning rate of `config` as a Keras schedule over the run's optimizer steps.
+def _with_l2(gradient, variable, l2: float):
+    gradient = ops.cast(gradient, variable.dtype)
+    if not l2:
+        return gradient
+    return ops.add(gradient, ops.multiply(ops.cast(l2, variable.dtype), variable))
 
-    `cosine` decays to 0 over the whole run after a linear warm-up of `warmup_epochs`;
-    `step` multiplies the rate by `step_factor` at each fraction `step_at` of the run
-    (He et al. 2016: divide by 10 at 32k and 48k of 64k iterations); `constant` is the rate.
+
+@keras.saving.register_keras_serializable(package="cnnbuilder")
+class TorchSGD(keras.optimizers.SGD):
+    """SGD as `torch.optim.SGD` (dampening 0): the gradient plus ``l2_decay·w``, a velocity
+    of gradients ``v = μ·v + g``, and ``w -= lr·v`` (``w -= lr·(g + μ·v)`` with Nesterov).
+
+    With a constant rate this is Keras' SGD; when the rate drops (a step schedule) the
+    whole next step is smaller at once, where Keras' velocity, which holds ``lr·g``, still
+    carries the old rate for a while.
+
+    Args:
+        learning_rate, momentum, nesterov, name, **kwargs: as `keras.optimizers.SGD`
+            (leave its `weight_decay` None: that is the decoupled decay).
+        l2_decay: the coupled weight decay wd.
     """
-    total = max(1, config.epochs * steps_per_epoch)
-    warmup = config.warmup_epochs * steps_per_epoch
-    rate = config.learning_rate
-    if config.schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(
-            0.0 if warmup else rate, decay_steps=max(1, total - warmup),
-            warmup_target=rate if warmup else None, warmup_steps=warmup)
-    if config.schedule == "step":
-        boundaries = [int(f * total) for f in config.step_at]
-        values = [rate * config.step_factor**i for i in range(len(boundaries) + 1)]
-        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-    return rate
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, l2_decay=0.0,
+                 name="torch_sgd", **kwargs):
+        super().__init__(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov,
+                         name=name, **kwargs)
+        self.l2_decay = float(l2_decay)
+
+    def update_step(self, gradient, variable, learning_rate):
+        learning_rate = ops.cast(learning_rate, variable.dtype)
+        gradient = _with_l2(gradient, variable, self.l2_decay)
+        if self.momentum != 0:
+            velocity = self.momentums[self._get_variable_index(variable)]
+            momentum = ops.cast(self.momentum, variable.dtype)
+            self.assign(velocity, ops.add(ops.multiply(velocity, momentum), gradient))
+            gradient = (ops.add(gradient, ops.multiply(velocity, momentum)) if self.nesterov
+                        else velocity)
+        self.assign_sub(variable, ops.multiply(gradient, learning_rate))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "l2_decay": self.l2_decay}
 
 
-def make_optimizer(config: TrainingConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """The Keras optimizer `config` names, with its schedule and weight decay."""
-    schedule = learning_rate_schedule(config, steps_per_epoch)
-    decay = config.weight_decay or None
+class _L2Gradient:
+    """Adds ``l2_decay·w`` to the gradient before the optimizer's own update."""
+
+    def __init__(self, *args, l2_decay=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.l2_decay = float(l2_decay)
+
+    def update_step(self, gradient, variable, learning_rate):
+        super().update_step(_with_l2(gradient, variable, self.l2_decay), variable, learning_rate)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "l2_decay": self.l2_decay}
+
+
+@keras.saving.register_keras_serializable(package="cnnbuilder")
+class L2Adam(_L2Gradient, keras.optimizers.Adam):
+    """Keras' Adam with l2 weight decay (``l2_decay·w`` added to the gradient), as
+    `torch.optim.Adam`'s `weight_decay`."""
+
+
+@keras.saving.register_keras_serializable(package="cnnbuilder")
+class L2RMSprop(_L2Gradient, keras.optimizers.RMSprop):
+    """Keras' RMSprop with l2 weight decay (``l2_decay·w`` added to the gradient)."""
+
+
+def make_optimizer(config: TrainingConfig, steps_per_epoch: int, dataset: str = "",
+                   plan: Layout | None = None) -> keras.optimizers.Optimizer:
+    """The Keras optimizer `config` names, with its schedule and weight decay in its mode."""
+    schedule = learning_rate_schedule(config, steps_per_epoch, dataset, plan)
+    l2 = config.weight_decay if config.weight_decay_mode == "l2" else 0.0
+    decoupled = None if l2 else (config.weight_decay or None)
     if config.optimizer == "sgd":
+        if config.weight_decay_mode == "l2":
+            return TorchSGD(schedule, momentum=config.momentum, nesterov=config.nesterov,
+                            l2_decay=l2)
         return keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=config.nesterov,
-                                    weight_decay=decay)
+                                    weight_decay=decoupled)
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(schedule, weight_decay=decay)
-    if config.optimizer == "adamw":
+        return L2Adam(schedule, l2_decay=l2) if l2 else keras.optimizers.Adam(schedule, weight_decay=decoupled)
+    if config.optimizer == "adamw":  # l2 is refused when the settings are checked
         return keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
-    return keras.optimizers.RMSprop(schedule, momentum=config.momentum, weight_decay=decay)
+    if l2:
+        return L2RMSprop(schedule, momentum=config.momentum, l2_decay=l2)
+    return keras.optimizers.RMSprop(schedule, momentum=config.momentum, weight_decay=decoupled)
 
 
-def loss_and_metrics() -> dict:
+def loss_and_metrics(label_smoothing: float = 0.0) -> dict:
     """The loss and metrics every cnnbuilder model is trained and evaluated with
     (integer labels; the accuracy is logged as ``accuracy`` / ``val_accuracy``)."""
     return {
-        "loss": keras.losses.SparseCategoricalCrossentropy(),
+        "loss": training_loss(label_smoothing),
         "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     }
 
 
 def compile_model(model: keras.Model, config: TrainingConfig, steps_per_epoch: int, *,
-                  jit: bool = False) -> None:
-    """Compile `model` for training with `config` over epochs of `steps_per_epoch` steps."""
-    model.compile(optimizer=make_optimizer(config, steps_per_epoch), jit_compile=bool(jit),
-                  **loss_and_metrics())
+                  jit: bool = False, dataset: str = "") -> None:
+    """Compile `model` for training with `config` over epochs of `steps_per_epoch` steps
+    on `dataset` (its name decides whether an iterations-long recipe runs its iterations)."""
+    plan = plan_layout(config, steps_per_epoch, dataset)
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch, dataset, plan),
+                  jit_compile=bool(jit), **loss_and_metrics(config.label_smoothing))

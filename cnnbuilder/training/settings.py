@@ -13,13 +13,10 @@ import keras
 
 from cnnbuilder.data import Dataset
 from cnnbuilder.data import preprocessing_config
-from cnnbuilder.errors import DataError
+from cnnbuilder.errors import DataError, RecipeError
 from cnnbuilder.recipe.training import TrainingConfig, training_config
+from cnnbuilder.recipe.training_plan import DATASET_AUGMENTATION
 from cnnbuilder.zoo import load_recipe
-
-# Digits are handwriting: flips would turn them into other symbols, and the 4-pixel crop
-# of CIFAR moves an 8x8 digit (upscaled to 32x32) too far; small shifts only.
-DATASET_AUGMENTATION = {"digits": ("translate",)}
 
 
 def default_augment(dataset_name: str, config: TrainingConfig) -> tuple:
@@ -73,14 +70,20 @@ class RunSettings:
                     f"the model {recipe_or_model.name} has {outputs} outputs but the dataset "
                     f"{data.name} has {data.num_classes} classes."
                 )
-            name, section, resolved = recipe_or_model.name, {}, {}
+            name, section = recipe_or_model.name, {}
+            config = training_config(section, where=f"training overrides of {name}", **training)
+            if config.dropout is not None:
+                raise RecipeError(f"training overrides of {name}: dropout = {config.dropout}: a "
+                                  "Keras model has no dropout param to set; add the layers to it.")
+            resolved = {}
         else:
             recipe = load_recipe(recipe_or_model)
             shape = tuple(input_shape) if input_shape else recipe.default_input_shape
-            # Checks params and shapes before anything is written.
-            resolved = recipe.plan(input_shape=shape, classes=data.num_classes, **(params or {})).params
             name, section = recipe.name, recipe.training
-        config = training_config(section, where=f"training settings of {name}", **training)
+            config = training_config(section, where=f"training overrides of {name}", **training)
+            params = _with_dropout(recipe, config, params or {})
+            # Checks params and shapes before anything is written.
+            resolved = recipe.plan(input_shape=shape, classes=data.num_classes, **params).params
         augment = config.augment if "augment" in training else default_augment(data.name, config)
         return cls(name, dict(resolved), shape, data.num_classes, config, tuple(augment),
                    data.name, tuple(data.class_names), seed, mixed_precision, jit)
@@ -107,3 +110,21 @@ class RunSettings:
             "jit": self.jit,
             "versions": {"keras": keras.__version__, "tensorflow": tf.__version__},
         }
+
+
+def _with_dropout(recipe, config: TrainingConfig, params: dict) -> dict:
+    """`params` with the training setting `dropout` as the recipe's `dropout` param (the
+    DenseNets' after each convolution, AlexNet's and GoogLeNet's before the classifier);
+    a RecipeError where the recipe has no such param or `--set` gives another value."""
+    if config.dropout is None:
+        return params
+    declared = recipe.document.data.get("params") or {}
+    if "dropout" not in declared:
+        where = (recipe.document.where(("training", "dropout")) if "dropout" in recipe.training
+                 else f"training overrides of {recipe.name}")
+        raise RecipeError(f"{where}: dropout = {config.dropout}: {recipe.name} has no dropout "
+                          f"param to set (its params: {', '.join(sorted(declared)) or 'none'}).")
+    if "dropout" in params and params["dropout"] != config.dropout:
+        raise RecipeError(f"{recipe.name}: the param dropout = {params['dropout']} and the training "
+                          f"setting dropout = {config.dropout} disagree; give one of them.")
+    return {**params, "dropout": config.dropout}

@@ -1,0 +1,77 @@
+"""Callbacks a run's schedule needs beside its learning-rate schedule: a warm-up that ends
+on a condition, reduce-on-plateau, and a stop at the paper's last iteration."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import keras
+
+from cnnbuilder.recipe.training import TrainingConfig
+from cnnbuilder.recipe.training_plan import Layout
+from cnnbuilder.training.schedules import PaperSchedule, schedule_of
+
+
+class WarmupUntilError(keras.callbacks.Callback):
+    """Ends the warm-up of the model's `PaperSchedule` once the training error is below
+    `threshold` (He et al. 2016, §4.2: ResNet-110 trains at 0.01 "until the training error
+    is below 80%", then at 0.1).
+
+    The error is that of the last `window` batches, recovered from the running epoch mean
+    Keras logs (batch k's accuracy is k·mean_k - (k-1)·mean_(k-1)).
+    """
+
+    def __init__(self, threshold: float, window: int = 10):
+        super().__init__()
+        self.threshold, self.window = float(threshold), int(window)
+        self._recent: deque = deque(maxlen=self.window)
+        self._mean = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._mean = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        schedule = schedule_of(self.model.optimizer)
+        if not isinstance(schedule, PaperSchedule) or "accuracy" not in (logs or {}):
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        if step >= int(schedule.warmup_end.numpy()):
+            return  # ended (by the condition or its length)
+        mean = float(logs["accuracy"])
+        self._recent.append((batch + 1) * mean - batch * self._mean)
+        self._mean = mean
+        if len(self._recent) == self.window and 1 - sum(self._recent) / self.window < self.threshold:
+            schedule.end_warmup(step)
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Stops training after `total_steps` optimizer steps (the paper's last iteration when
+    it falls inside an epoch)."""
+
+    def __init__(self, total_steps: int):
+        super().__init__()
+        self.total_steps = int(total_steps)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= self.total_steps:
+            self.model.stop_training = True
+
+
+def schedule_callbacks(config: TrainingConfig, plan: Layout) -> list:
+    """The callbacks the run of `config` laid out as `plan` needs."""
+    callbacks = []
+    if config.warmup_until_error is not None and plan.warmup_steps:
+        callbacks.append(WarmupUntilError(config.warmup_until_error))
+    if config.schedule == "plateau":
+        # "Divided by 10 when the validation error stopped improving", at most
+        # `plateau_reductions` times (Krizhevsky et al. §5, Simonyan & Zisserman §3.1).
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_accuracy", mode="max", factor=config.step_factor,
+            patience=config.plateau_patience, verbose=0,
+            min_lr=config.learning_rate * config.step_factor ** config.plateau_reductions))
+    if plan.total_steps < plan.epochs * plan.steps_per_epoch:
+        callbacks.append(StopAtStep(plan.total_steps))
+    return callbacks
+
+
+__all__ = ["StopAtStep", "WarmupUntilError", "schedule_callbacks"]
