@@ -95,14 +95,18 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
+    from cnnbuilder.zoo import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    if args.training is not None:  # pure Python: no Keras import without --dataset
+        return show_training(recipe, args)
+    if args.json:
+        raise UsageError("show --json prints the training settings: write show RECIPE --training --json.")
     from rich.console import Console
     from rich.table import Table
 
     from cnnbuilder.model.builder import build
     from cnnbuilder.model.summary import format_count, summarize
-    from cnnbuilder.zoo import load_recipe
-
-    recipe = load_recipe(args.recipe)
     overrides = parse_assignments(args.set)
     shape = parse_shape(args.input_shape)
     plan = recipe.plan(input_shape=shape, classes=args.classes, **overrides)
@@ -144,6 +148,57 @@ def cmd_show(args) -> int:
     return 0
 
 
+def show_training(recipe, args) -> int:
+    """`show RECIPE --training [NAME=VALUE ...] [--dataset D] [--json]`: the run's training
+    settings, where each comes from, and where the run departs from the paper."""
+    import json
+
+    from cnnbuilder.recipe.training_plan import describe
+
+    steps = None
+    if args.dataset:
+        from cnnbuilder.data import load_dataset
+        from cnnbuilder.recipe.training import training_config
+        from cnnbuilder.training.settings import steps_per_epoch
+
+        overrides = parse_assignments(args.training, "--training")
+        config = training_config(recipe.training, where="--training", **overrides)
+        steps = steps_per_epoch(load_dataset(args.dataset), config.batch_size)
+    report = describe(recipe.training, name=recipe.name, where="--training",
+                      overrides=parse_assignments(args.training, "--training"),
+                      dataset=args.dataset or "", steps_per_epoch=steps)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    schedule = report["schedule"]
+    print(f"{recipe.name}: training as {report['source'] or 'no paper (generic defaults)'}")
+    rows = [(key, report[key]) for key in ("optimizer", "learning_rate", "momentum", "nesterov",
+                                           "weight_decay", "weight_decay_mode", "batch_size")]
+    rows.append(("length", f"{report['length']} {report['unit']}"))
+    text = schedule["type"]
+    if schedule["boundaries"]:
+        text += f", x{schedule['factor']} at {schedule['boundaries']} {report['unit']}"
+    if schedule.get("patience"):
+        text += (f", x{schedule['factor']} after {schedule['patience']} epochs without a better "
+                 f"val_accuracy, at most {schedule['reductions']} times")
+    if schedule["warmup"]:
+        warm = schedule["warmup"]
+        text += (f"; warm-up {warm['length']} {report['unit']}"
+                 + (f" at {warm['learning_rate']}" if warm["learning_rate"] else " (linear from 0)")
+                 + (f", ending once the training error < {warm['until_error']:.0%}" if warm["until_error"] else ""))
+    rows += [("schedule", text), ("augment", ", ".join(report["augment"]) or "none"),
+             ("label_smoothing", report["label_smoothing"]), ("dropout", report["dropout"]),
+             ("preprocessing", report["preprocessing"])]
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        source = report["sources"].get(key, "")
+        print(f"  {key:<{width}}  {value}" + (f"   [{source}]" if source else ""))
+    print("departures from the paper:" if report["departures"] else "departures from the paper: none")
+    for line in report["departures"]:
+        print(f"  - {line}")
+    return 0
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -177,9 +232,13 @@ def cmd_train(args) -> int:
         augment=parse_augment(args.augment), optimizer=args.optimizer, schedule=args.schedule,
         weight_decay=args.weight_decay, mixed_precision=args.mixed_precision, jit=args.jit,
         seed=args.seed, verbose=0 if args.quiet else (1 if sys.stdout.isatty() else 2),
-        overwrite=args.overwrite, data_dir=args.data_dir,
+        overwrite=args.overwrite, data_dir=args.data_dir, tensorboard=args.tensorboard,
+        skip_bad_images=args.skip_bad_images,
     )
     metrics = result.metrics
+    if metrics.get("skipped_images"):
+        print(f"{metrics['skipped_images']} images of the dataset could not be used and were "
+              f"left out (listed in {result.output}/run.json).")
     print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} "
           f"after {metrics['epochs_run']} epochs ({metrics['seconds']:.0f} s); "
           f"best epoch {metrics['best_epoch']}.")
@@ -196,6 +255,7 @@ def cmd_tune(args) -> int:
         max_params=args.max_params, batch_size=args.batch_size, seed=args.seed,
         input_shape=parse_shape(args.input_shape), data_dir=args.data_dir,
         retrain_epochs=args.retrain_epochs, overwrite=args.overwrite, quiet=args.quiet,
+        skip_bad_images=args.skip_bad_images,
         trial_timeout=args.trial_timeout, **parse_assignments(args.set),
     )
     if result.get("role") == "worker":
@@ -221,8 +281,10 @@ def cmd_tune(args) -> int:
 def cmd_export(args) -> int:
     from cnnbuilder.serving.exporting import export, format_export_summary
 
-    path = export(args.source, args.output, format=args.format, force=args.force,
-                  class_names=args.class_names.split(",") if args.class_names else None)
+    path = export(args.source, args.output, format=args.format, quantize=args.quantize,
+                  max_accuracy_drop=args.max_accuracy_drop, force=args.force,
+                  class_names=args.class_names.split(",") if args.class_names else None,
+                  data_dir=args.data_dir)
     print(format_export_summary(path))
     return 0
 
@@ -232,7 +294,7 @@ def cmd_predict(args) -> int:
 
     from cnnbuilder.serving.prediction import format_predictions, predict
 
-    results = predict(args.saved_model_dir, args.images, top_k=args.top_k)
+    results = predict(args.model, args.images, top_k=args.top_k)
     print(json.dumps(results, indent=2) if args.json else format_predictions(results))
     return 0
 
@@ -241,6 +303,8 @@ def add_dataset_arguments(p) -> None:
     p.add_argument("--dataset", default="digits",
                    help="digits (embedded, default), tfds:NAME or folder:PATH")
     p.add_argument("--data-dir", help="tensorflow-datasets data directory")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out the images of a folder dataset that cannot be read, instead of refusing it")
     p.add_argument("--output", required=True, metavar="DIR", help="run directory")
     p.add_argument("--epochs", type=positive_int, help="epochs (default: the recipe's training section)")
     p.add_argument("--batch-size", type=positive_int, help="batch size (default: the recipe's)")
@@ -273,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=positive_int, help="number of classes (default: the recipe's)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a recipe param")
     p.add_argument("--plot", metavar="FILE.png", help="also draw the network as a block diagram")
+    p.add_argument("--training", nargs="*", metavar="NAME=VALUE",
+                   help="print the training settings instead (with these overrides), their "
+                        "sources and every departure from the paper")
+    p.add_argument("--dataset", help="with --training: lay the run out for this dataset "
+                                     "(digits, tfds:NAME, folder:PATH)")
+    p.add_argument("--json", action="store_true", help="with --training: as JSON")
     p.set_defaults(run=cmd_show)
 
     p = commands.add_parser("train", help="train a recipe on a dataset (resumable)")
@@ -287,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", help="comma-separated crop,flip,translate or none")
     p.add_argument("--mixed-precision", action="store_true", help="mixed precision (float16 on GPU, bfloat16 on CPU)")
     p.add_argument("--jit", action="store_true", help="compile the training step with XLA")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                   help="do not write TensorBoard logs to DIR/logs/")
     p.set_defaults(run=cmd_train)
 
     p = commands.add_parser("tune", help="search the recipe's tune: space with KerasTuner (resumable, distributed)")
@@ -294,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="digits",
                    help="digits (embedded, default), tfds:NAME or folder:PATH")
     p.add_argument("--data-dir", help="tensorflow-datasets data directory")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out the images of a folder dataset that cannot be read, instead of refusing it")
     p.add_argument("--output", required=True, metavar="DIR", help="search directory")
     p.add_argument("--tuner", default="random", choices=("random", "bayesian", "hyperband"),
                    help="search algorithm (default random)")
@@ -317,16 +391,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a finished search in DIR")
     p.set_defaults(run=cmd_tune)
 
-    p = commands.add_parser("export", help="export a run or .keras model as a SavedModel or LiteRT file")
+    p = commands.add_parser("export", help="export a run or .keras model as a SavedModel, LiteRT or ONNX file")
     p.add_argument("source", metavar="RUN_DIR|MODEL.keras")
-    p.add_argument("--output", required=True, metavar="saved_models/NAME/VERSION")
-    p.add_argument("--format", default="savedmodel", choices=("savedmodel", "litert"))
-    p.add_argument("--force", action="store_true", help="replace an existing version")
+    p.add_argument("--output", required=True, metavar="saved_models/NAME/VERSION|FILE.tflite|FILE.onnx",
+                   help="a version directory, or a .tflite / .onnx file in a directory of its own")
+    # No argparse choices: export() names a bad format or quantization in one paragraph.
+    p.add_argument("--format", metavar="savedmodel|litert|onnx",
+                   help="default: from the --output suffix, else savedmodel")
+    p.add_argument("--quantize", metavar="dynamic|float16|int8",
+                   help="LiteRT post-training quantization (int8 calibrates on the run's training images)")
+    p.add_argument("--max-accuracy-drop", type=float, default=2.0, metavar="POINTS",
+                   help="fail a quantized export losing more test accuracy than this (default 2 points)")
+    p.add_argument("--force", action="store_true", help="replace an existing export")
     p.add_argument("--class-names", help="comma-separated labels (default: the run's)")
+    p.add_argument("--data-dir", help="tensorflow-datasets data directory (to reload a tfds: run's data)")
     p.set_defaults(run=cmd_export)
 
-    p = commands.add_parser("predict", help="classify image files with an exported SavedModel")
-    p.add_argument("saved_model_dir", metavar="SAVED_MODEL_DIR")
+    p = commands.add_parser("predict", help="classify image files with an exported SavedModel, .tflite or .onnx file")
+    p.add_argument("model", metavar="SAVED_MODEL_DIR|MODEL.tflite|MODEL.onnx")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top-k", type=positive_int, default=5)
     p.add_argument("--json", action="store_true", help="print JSON")

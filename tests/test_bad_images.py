@@ -303,3 +303,26 @@ def test_skip_bad_images_is_a_bool_and_other_sources_skip_nothing():
         load_dataset("digits", skip_bad_images="yes")
     x, y = noise((20, 4, 4, 3)), np.arange(20) % 2
     assert load_dataset((x, y), skip_bad_images=True).skipped == ()
+
+
+@pytest.mark.slow
+def test_train_skips_bad_images_when_asked_and_counts_them(folder, tmp_path):
+    """`train(skip_bad_images=True)` / `--skip-bad-images`: the run trains on the usable
+    files and metrics.json and run.json say what was left out; without it, nothing runs."""
+    import json
+
+    import cnnbuilder
+    from helpers import TINY_RECIPE, write
+
+    recipe = write(tmp_path, "tiny.yaml", TINY_RECIPE)
+    bad = folder / "cat" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(DataError, match="broken.png"):
+        cnnbuilder.train(recipe, f"folder:{folder}", output=tmp_path / "refused", epochs=1, verbose=0)
+    assert not (tmp_path / "refused").exists()
+    out = tmp_path / "run"
+    result = cnnbuilder.train(recipe, f"folder:{folder}", output=out, epochs=1, batch_size=8,
+                              verbose=0, skip_bad_images=True, tensorboard=False)
+    assert result.metrics["skipped_images"] == 1
+    assert json.loads((out / "metrics.json").read_text())["skipped_images"] == 1
+    assert [p.endswith("broken.png") for p in json.loads((out / "run.json").read_text())["skipped_images"]] == [True]

@@ -175,7 +175,7 @@ def train(recipe_or_model, dataset="digits", *, output=None, training: dict | No
     directory = Path(output)
     rundir.check_is_directory(directory)
     with rundir.exclusive(directory / rundir.LOCK, what="training run"):
-        state = _open_run_directory(directory, job.settings, overwrite)
+        state = _open_run_directory(directory, job, overwrite)
         return _run(job, directory, state, verbose=verbose, started=started,
                     tensorboard=tensorboard)
 
@@ -229,12 +229,14 @@ def _run(job: Job, directory: Path | None, state: dict | None, *, verbose, start
     return TrainResult(best, metrics, history, directory)
 
 
-def _open_run_directory(directory: Path, settings: RunSettings, overwrite: bool) -> dict:
-    """Apply the run-directory policy; the state to start (or resume) from."""
+def _open_run_directory(directory: Path, job: Job, overwrite: bool) -> dict:
+    """Apply the run-directory policy; the state to start (or resume) from. run.json also
+    lists the images a folder dataset left out (``skip_bad_images``)."""
+    settings = job.settings
     rundir.prepare_directory(directory, settings=settings.identity(),
                              record=directory / rundir.RUN, marker=rundir.METRICS,
                              overwrite=overwrite, clear=rundir.clear_run, what="run",
-                             extra={**settings.record(), "skipped_images": list(job_data_skipped)},
+                             extra={**settings.record(), "skipped_images": list(job.data.skipped)},
                              check=commit.check_resumable)
     (directory / rundir.RESUME_DIR).mkdir(exist_ok=True)
     return commit.resumable_state(directory)

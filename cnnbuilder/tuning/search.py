@@ -38,7 +38,8 @@ from cnnbuilder.zoo import load_recipe
 def tune(recipe, *, dataset="digits", output, tuner="random", max_trials=10, epochs=5,
          objective="val_accuracy", max_params=None, batch_size=None, seed=0,
          input_shape=None, classes=None, data_dir=None, retrain_epochs=None,
-         overwrite=False, quiet=False, trial_timeout=None, **params) -> dict:
+         overwrite=False, quiet=False, trial_timeout=None, skip_bad_images=False,
+         **params) -> dict:
     """Search the recipe's `tune:` space with KerasTuner; returns the tuning.json content.
 
     Args:
@@ -57,6 +58,7 @@ def tune(recipe, *, dataset="digits", output, tuner="random", max_trials=10, epo
         overwrite: replace a finished search instead of refusing.
         quiet: print nothing.
         trial_timeout: seconds before the chief gives up on a silent worker's trial.
+        skip_bad_images: as `cnnbuilder.train`.
         **params: recipe params held fixed (``--set``).
 
     Returns:
@@ -72,7 +74,8 @@ def tune(recipe, *, dataset="digits", output, tuner="random", max_trials=10, epo
             f"declaring the params to tune, e.g. growth_rate: {{choice: [12, 24]}} (forms: {FORMS}), "
             "or tune a recipe that has one (the CIFAR DenseNets and ResNets do)."
         )
-    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir=data_dir)
+    data = dataset if isinstance(dataset, Dataset) else load_dataset(
+        dataset, data_dir=data_dir, skip_bad_images=skip_bad_images)
     hyper = HyperRecipe(source, input_shape, classes, data=data, params=params,
                         training={"batch_size": batch_size}, epochs=epochs,
                         max_params=max_params, seed=seed)
@@ -109,7 +112,8 @@ def tune(recipe, *, dataset="digits", output, tuner="random", max_trials=10, epo
         best = results.best_trial(trials, objective)
         result = {
             "recipe": loaded.name, "objective": objective, "direction": OBJECTIVES[objective],
-            "tuner": tuner, "dataset": data.name, "epochs": epochs, "max_trials": max_trials,
+            "tuner": tuner, "dataset": data.name, "skipped_images": len(data.skipped),
+            "epochs": epochs, "max_trials": max_trials,
             "max_params": max_params, "seed": seed, "space": hyper.space.to_dict(),
             "fixed": {"params": hyper.fixed_params, "training": hyper.fixed_training},
             "trials": trials, "best": best,
