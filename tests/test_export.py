@@ -378,7 +378,8 @@ def test_version_created_meanwhile_is_not_overwritten(run, tmp_path, monkeypatch
 @pytest.mark.slow
 def test_litert_export_agrees_with_keras(run, tmp_path):
     version = export(run.dir, tmp_path / "digits_lite" / "1", format="litert")
-    assert sorted(p.name for p in version.iterdir()) == ["labels.txt", "metadata.json", "model.tflite"]
+    assert sorted(p.name for p in version.iterdir()) == [
+        "README.md", "labels.txt", "metadata.json", "model.tflite"]
     meta = json.loads((version / "metadata.json").read_text())
     assert meta["format"] == "litert" and meta["class_names"] == CLASS_NAMES
     assert 0.0 <= meta["litert"]["max_abs_diff"] <= 1e-4
