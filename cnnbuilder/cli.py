@@ -14,6 +14,7 @@ import sys
 import yaml
 
 from cnnbuilder.errors import CnnBuilderError, UsageError
+from cnnbuilder.recipe.params import overrides_from
 
 # Exit statuses (DESIGN.md §5).
 BAD_INPUT, INTERNAL_FAILURE, INTERRUPTED = 2, 1, 130
@@ -457,7 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "list":
         _import_tensorflow_quietly()
     try:
-        return args.run(args)
+        # Recipe messages name a param given on the command line as `--set NAME=VALUE`.
+        with overrides_from("--set"):
+            return args.run(args)
     except KeyboardInterrupt:
         print(f"cnnbuilder {args.command}: interrupted", file=sys.stderr)
         return INTERRUPTED

@@ -259,3 +259,9 @@ def test_what_the_system_refuses_is_bad_input_exit_2(capsys, monkeypatch):
     code, _, err = run(capsys, "list")
     assert code == 2
     assert err.strip() == "cnnbuilder list: error: Permission denied: /root/runs/r20/metrics.json"
+
+
+def test_a_bad_set_value_is_reported_where_the_user_wrote_it(capsys):
+    code, _, err = run(capsys, "show", "densenet121", "--set", "growth_rate=0")
+    assert_one_paragraph_error(code, err, "--set growth_rate=0")
+    assert "stem" not in err  # not the derived layer size it would have broken
