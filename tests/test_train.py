@@ -397,3 +397,33 @@ def test_a_users_model_with_the_onednn_crash_pattern_is_warned_about_not_rewritt
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         cnnbuilder.train(model, data, epochs=1, batch_size=10, verbose=0, augment=[])
+
+
+@pytest.mark.slow
+def test_reproduce_trains_as_the_paper_and_prints_the_published_error(tmp_path, capsys):
+    """benchmarks/reproduce.py's code path on tfds' mock CIFAR-10 (random images, one short
+    epoch): the recipe's training, its departures and the published error side by side."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import reproduce
+
+    # The installed tfds has no metadata files for cifar10's mock: write them (split sizes).
+    builder = tfds.builder("cifar10", data_dir=tmp_path / "tfds")
+    builder.info.set_splits(tfds.core.SplitDict([
+        tfds.core.SplitInfo(name=name, shard_lengths=[count], num_bytes=0)
+        for name, count in (("train", 64), ("test", 32))]))
+    metadata = tmp_path / "tfds" / "cifar10" / str(builder.version)
+    metadata.mkdir(parents=True)
+    builder.info.write_to_directory(str(metadata))
+    with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_FILES,
+                                data_dir=str(tmp_path / "tfds")):
+        figures = reproduce.reproduce("resnet20", data_dir=tmp_path / "tfds", epochs=1,
+                                      output=tmp_path / "run", verbose=0)
+    out = capsys.readouterr().out
+    assert figures["dataset"] == "tfds:cifar10" and figures["epochs_run"] == 1
+    assert figures["reported_error"] == 8.75 and "Table 6" in figures["reported_source"]
+    assert "published 8.75%" in out and "test error" in out
+    assert "epochs: 1 (override; the recipe: 64000 iterations)" in out
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["training"]["nesterov"] is False and run["training"]["weight_decay_mode"] == "l2"
+    assert run["training"]["epochs"] == 1 and run["dataset"] == "tfds:cifar10"
