@@ -92,7 +92,7 @@ def clear_search(directory: Path) -> None:
     directory = Path(directory)
     for name in (TUNING_JSON, TUNING_PNG, SEARCH_LOG):
         (directory / name).unlink(missing_ok=True)
-    for name in (SEARCH_DIR, BEST_DIR, RETRAINED_DIR):
+    for name in (SEARCH_DIR, BEST_DIR, RETRAINED_DIR, rundir.LOGS_DIR):
         shutil.rmtree(directory / name, ignore_errors=True)
 
 

@@ -39,7 +39,7 @@ def tune(recipe, *, dataset="digits", output, tuner="random", max_trials=10, epo
          objective="val_accuracy", max_params=None, batch_size=None, seed=0,
          input_shape=None, classes=None, data_dir=None, retrain_epochs=None,
          overwrite=False, quiet=False, trial_timeout=None, skip_bad_images=False,
-         **params) -> dict:
+         tensorboard=True, **params) -> dict:
     """Search the recipe's `tune:` space with KerasTuner; returns the tuning.json content.
 
     Args:
@@ -59,6 +59,8 @@ def tune(recipe, *, dataset="digits", output, tuner="random", max_trials=10, epo
         quiet: print nothing.
         trial_timeout: seconds before the chief gives up on a silent worker's trial.
         skip_bad_images: as `cnnbuilder.train`.
+        tensorboard: log every trial to ``DIR/logs/`` with its hyperparameters (TensorBoard's
+            HParams dashboard).
         **params: recipe params held fixed (``--set``).
 
     Returns:
@@ -101,7 +103,8 @@ def tune(recipe, *, dataset="digits", output, tuner="random", max_trials=10, epo
         with silence, no_retracing_warnings():
             search = RecipeTuner(oracle=oracle, hypermodel=hyper, directory=str(directory),
                                  project_name=results.SEARCH_DIR, overwrite=False, seed=seed,
-                                 trial_timeout=timeout, fit_verbose=verbose, quiet=quiet)
+                                 trial_timeout=timeout, fit_verbose=verbose, quiet=quiet,
+                                 tensorboard=tensorboard)
             search.search(data, epochs=epochs, verbose=0 if quiet else 1)
         if role == "worker":
             return {"recipe": loaded.name, "objective": objective, "tuner": tuner, "role": "worker",
