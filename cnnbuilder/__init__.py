@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "build": "cnnbuilder.model",
     "stage_outputs": "cnnbuilder.model",
+    "feature_info": "cnnbuilder.model",
     "transfer_weights": "cnnbuilder.model",
     "load_model": "cnnbuilder.training.saving",
     "train": "cnnbuilder.training",

@@ -84,7 +84,7 @@ def test_name_and_classifier_activation():
     "kwargs, match",
     [
         (dict(weights="nowhere.h5"), "weights"),
-        (dict(weights="imagenet", classes=10), "classes"),
+        (dict(weights="imagenet", classifier_activation="relu"), "classifier_activation"),
         (dict(pooling="mean", include_top=False), "pooling"),
         (dict(classes=0), "classes"),
         (dict(classifier_activation="softmaxx"), "classifier_activation"),

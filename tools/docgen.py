@@ -108,6 +108,7 @@ METADATA_DOCS = {
     "macs": "Expected multiply-adds per image.",
     "min_input": "Smallest height and width `build` accepts (as `keras.applications`).",
     "notes": "Free text: deviations from the paper, implementation choices.",
+    "preprocessing": "Input normalization its pretrained weights expect (`caffe`, `torch`, `tf`: the keras.applications module's `preprocess_input`); runs that start from them use it (docs/fine_tuning.md).",
     "reported": "The paper's published result: `{dataset, error, top5_error, source, notes}` "
                 "(errors in %); `benchmarks/reproduce.py` prints it beside its own.",
 }

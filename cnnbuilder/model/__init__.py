@@ -5,9 +5,10 @@ Keras backend.
 """
 
 from cnnbuilder.model.builder import build
-from cnnbuilder.model.features import layer_strides, stage_outputs
+from cnnbuilder.model.features import feature_info, layer_strides, stage_outputs
+from cnnbuilder.model.freeze import freeze
 from cnnbuilder.model.onednn import cpu_has_avx512, find_onednn_crash_pattern
 from cnnbuilder.model.weights import transfer_weights
 
-__all__ = ["build", "cpu_has_avx512", "find_onednn_crash_pattern", "layer_strides",
-           "stage_outputs", "transfer_weights"]
+__all__ = ["build", "cpu_has_avx512", "feature_info", "find_onednn_crash_pattern", "freeze",
+           "layer_strides", "stage_outputs", "transfer_weights"]

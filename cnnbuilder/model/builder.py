@@ -16,7 +16,7 @@ from keras import layers
 
 from cnnbuilder.model.blocks import BLOCK_FUNCTIONS
 from cnnbuilder.model.factory import LayerFactory
-from cnnbuilder.model.features import layer_strides, stage_outputs
+from cnnbuilder.model.features import STAGE_ATTRIBUTE, layer_strides, select_stages, stage_outputs
 from cnnbuilder.errors import RecipeError, WeightsError
 from cnnbuilder.recipe import Plan, Recipe
 from cnnbuilder.recipe.vocabulary import ACTIVATIONS
@@ -26,7 +26,7 @@ from cnnbuilder.zoo import load_recipe
 def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
           input_shape=None, pooling=None, classes: int | None = None,
           classifier_activation="softmax", name: str | None = None,
-          features_only: bool = False, **params) -> keras.Model:
+          features_only: bool = False, out_indices=None, **params) -> keras.Model:
     """Build a Keras functional model from a recipe.
 
     Arguments follow `keras.applications` constructors and behave like them.
@@ -35,8 +35,11 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
         recipe: a shipped recipe name, a path to a .yaml file, a dict or a `Recipe`.
         include_top: keep the recipe's `head:` (the classifier).
         weights: None (random initialization), "imagenet" (the keras.applications file
-            from the Keras cache, for recipes that mirror one) or a path to a weights file
-            (`.weights.h5`, a keras.applications `.h5`).
+            from the Keras cache, for recipes that mirror one), a weights file
+            (`.weights.h5`, a keras.applications `.h5`), a `.keras` model file or a
+            cnnbuilder run directory (its `model.keras`). Where `classes`, `include_top`
+            or `features_only` differ from the weights', the backbone is loaded and the
+            head is new; a log message (logger ``cnnbuilder``) names the new layers.
         input_tensor: a tensor to build the model on (a Keras tensor is used as is).
         input_shape: (height, width, channels); defaults to the recipe's, or
             (None, None, channels) without the top.
@@ -44,8 +47,11 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
         classes: classifier outputs; defaults to the recipe's own (1000 for ImageNet).
         classifier_activation: the head's activation ("softmax", None for logits, ...).
         name: the model name; defaults to the recipe's.
-        features_only: return a model whose outputs are the end of every stage (see
-            `stage_outputs`); implies no top.
+        features_only: return a model whose outputs are the ends of the stages (see
+            `feature_info`); implies no top.
+        out_indices: with `features_only`, the stages to output, by index (0 is the
+            first stage after the stem; negative from the end); default all. The model
+            ends at the last one chosen.
         **params: overrides of the recipe's params (`build("densenet121", growth_rate=12)`).
 
     Returns:
@@ -58,9 +64,12 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
     """
     recipe = load_recipe(recipe)
     _check_arguments(recipe, include_top, weights, pooling, classes, classifier_activation)
+    if out_indices is not None and not features_only:
+        raise RecipeError(f"`out_indices` selects the outputs of `features_only=True`. "
+                          f"Received: out_indices={out_indices!r} without features_only")
     if features_only:
         include_top = False
-    shape = _input_shape(recipe, include_top, weights, input_tensor, input_shape)
+    shape = _input_shape(recipe, include_top, weights, input_tensor, input_shape, classes)
     plan = recipe.plan(input_shape=shape, include_top=include_top, classes=classes,
                        classifier_activation=classifier_activation, **params)
 
@@ -75,7 +84,7 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
         x = inputs
     x, stage_ends = apply_plan(plan, x)
     if features_only:
-        outputs = [stage_ends[stage] for stage in plan.stages]
+        outputs = [stage_ends[stage] for stage in select_stages(list(plan.stages), out_indices)]
     elif not include_top and pooling == "avg":
         outputs = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     elif not include_top and pooling == "max":
@@ -87,9 +96,10 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
     model = keras.Model(inputs, outputs, name=name or recipe.name)
 
     if weights is not None:
-        from cnnbuilder.model.weights import load_weights
+        from cnnbuilder.model.loading import load_weights
 
-        load_weights(model, weights, recipe=recipe, include_top=include_top, plan=plan)
+        load_weights(model, weights, recipe=recipe, include_top=include_top, plan=plan,
+                     features_only=features_only, params=params)
     return model
 
 
@@ -99,6 +109,9 @@ def apply_plan(plan: Plan, x):
     Args:
         plan: a resolved `Plan` (its steps, block fields, layer names and defaults).
         x: the input tensor.
+
+    Every layer a step creates is tagged with its stage (`features.STAGE_ATTRIBUTE`:
+    ``"stem"``, the stage name or ``"head"``), which freezing by stage reads.
 
     Returns:
         `(output, stage_ends)`: the last tensor, and `{stage name: its last tensor}` for the
@@ -111,25 +124,45 @@ def apply_plan(plan: Plan, x):
         if step.block == "conv":
             following = plan.steps[index + 1].block if index + 1 < len(plan.steps) else None
             fields["bn_follows"] = following == "bn"
+        before = x
         x = BLOCK_FUNCTIONS[step.block](x, nn=nn, name=step.name, **fields)
+        section = step.stage if step.section == "stage" else step.section
+        _tag_layers(before, x, section)
         if step.section == "stage":
             stage_ends[step.stage] = x
     return x, stage_ends
 
 
+def _tag_layers(start, end, section: str) -> None:
+    """Tag the layers between the tensors `start` and `end` (one step's) with `section`.
+
+    Walks back from `end` and stops at `start` and at layers already tagged (an earlier
+    step's, reached through a shortcut or a dense connection).
+    """
+    stack, seen = [end], set()
+    while stack:
+        tensor = stack.pop()
+        if tensor is start or id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        layer = tensor._keras_history.operation
+        if isinstance(layer, keras.layers.InputLayer) or hasattr(layer, STAGE_ATTRIBUTE):
+            continue
+        setattr(layer, STAGE_ATTRIBUTE, section)
+        for node in layer._inbound_nodes:
+            stack.extend(node.input_tensors)
+
+
 def _check_arguments(recipe: Recipe, include_top, weights, pooling, classes, activation):
-    if not (weights in (None, "imagenet") or (isinstance(weights, (str, os.PathLike)) and Path(weights).is_file())):
+    if not (weights in (None, "imagenet") or (isinstance(weights, (str, os.PathLike)) and Path(weights).exists())):
         raise RecipeError(
             "The `weights` argument should be either `None` (random initialization), "
-            "'imagenet' (pre-training on ImageNet), or the path to the weights file to be "
-            f"loaded. Received: weights={weights!r}"
+            "'imagenet' (pre-training on ImageNet), or the path to the weights file, "
+            f"`.keras` file or run directory to be loaded. Received: weights={weights!r}"
         )
-    if weights == "imagenet" and include_top and classes not in (None, 1000):
-        raise RecipeError(
-            "If using `weights='imagenet'` with `include_top=True`, `classes` should be "
-            f"1000. Received: classes={classes}"
-        )
-    if weights == "imagenet" and include_top and activation not in ("softmax", None):
+    # With another class count the head is new (as timm's num_classes): only a kept
+    # ImageNet classifier constrains the activation, as in keras.applications.
+    if weights == "imagenet" and include_top and classes in (None, 1000) and activation not in ("softmax", None):
         raise RecipeError(
             "Only `None` and `softmax` activations are allowed for the "
             f"`classifier_activation` argument when using pretrained weights, with "
@@ -146,7 +179,8 @@ def _check_arguments(recipe: Recipe, include_top, weights, pooling, classes, act
         )
 
 
-def _input_shape(recipe: Recipe, include_top, weights, input_tensor, input_shape) -> tuple:
+def _input_shape(recipe: Recipe, include_top, weights, input_tensor, input_shape,
+                 classes=None) -> tuple:
     default = recipe.default_input_shape
     if input_shape is None and input_tensor is not None:
         input_shape = tuple(input_tensor.shape[1:])
@@ -163,7 +197,7 @@ def _input_shape(recipe: Recipe, include_top, weights, input_tensor, input_shape
             raise WeightsError(
                 f"ImageNet weights need {default[-1]} input channels. Received: input_shape={input_shape}"
             )
-        if include_top and input_shape != default:
+        if include_top and classes in (None, 1000) and input_shape != default:
             raise WeightsError(
                 "When setting `include_top=True` and loading `imagenet` weights, `input_shape` "
                 f"should be {default}. Received: input_shape={input_shape}"

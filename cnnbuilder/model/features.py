@@ -1,13 +1,42 @@
 """Feature maps of a network: where each stage ends and at what stride.
 
-`build(..., features_only=True)` returns a model whose outputs are the ends of the stages;
-`stage_outputs` describes them as timm's `feature_info` does (name, channels, stride), so a
-detection or segmentation head can be attached without reading the recipe.
+`build(..., features_only=True, out_indices=...)` returns a model whose outputs are the
+ends of the chosen stages; `feature_info` describes them as timm's `feature_info` does
+(stage, channels, reduction), so a detection or segmentation head can be attached
+without reading the recipe. `stage_outputs` is the older description by layer name.
+
+Every layer a recipe build creates carries the plan section it came from (`STAGE_ATTRIBUTE`:
+``"stem"``, a stage name, or ``"head"``): freezing by stage and `feature_info` read it.
 """
 
 from __future__ import annotations
 
 import keras
+
+from cnnbuilder.errors import RecipeError
+
+# The attribute `apply_plan` sets on every layer it creates: the name of its stage.
+STAGE_ATTRIBUTE = "cnnbuilder_stage"
+
+
+def feature_info(model: keras.Model) -> list[dict]:
+    """Stage, channels and reduction of each output of a `features_only=True` model.
+
+    Args:
+        model: a functional model, typically `build(recipe, features_only=True)`.
+
+    Returns:
+        One dict per model output, in output order: ``stage`` (the recipe's stage name,
+        or the producing layer's name for a model not built from a recipe), ``channels``
+        (its last dimension) and ``reduction`` (the cumulative stride, see `layer_strides`).
+    """
+    strides = layer_strides(model)
+    info = []
+    for tensor in model.outputs:
+        layer = tensor._keras_history.operation
+        info.append({"stage": layer_stage(layer) or layer.name, "channels": tensor.shape[-1],
+                     "reduction": strides.get(layer.name)})
+    return info
 
 
 def stage_outputs(model: keras.Model) -> list[dict]:
@@ -30,6 +59,40 @@ def stage_outputs(model: keras.Model) -> list[dict]:
         name = tensor._keras_history.operation.name
         info.append({"name": name, "channels": tensor.shape[-1], "stride": strides.get(name)})
     return info
+
+
+def select_stages(stages: list[str], out_indices) -> list[str]:
+    """The stages `out_indices` picks (0 is the first stage after the stem; negative
+    indices count from the end, as in Python and timm).
+
+    Raises:
+        RecipeError: indices that are not integers, out of range or repeated.
+    """
+    if out_indices is None:
+        return list(stages)
+    listing = ", ".join(f"{i}: {s}" for i, s in enumerate(stages))
+    try:
+        indices = list(out_indices)
+    except TypeError:
+        indices = None
+    if not indices or any(isinstance(i, bool) or not isinstance(i, int) for i in indices):
+        raise RecipeError(f"`out_indices` must be a non-empty sequence of stage indices "
+                          f"({listing}). Received: out_indices={out_indices!r}")
+    bad = [i for i in indices if not -len(stages) <= i < len(stages)]
+    if bad:
+        raise RecipeError(f"`out_indices` {bad} out of range: this network has {len(stages)} "
+                          f"stages ({listing}). Received: out_indices={out_indices!r}")
+    chosen = [stages[i] for i in indices]
+    if len(set(chosen)) != len(chosen):
+        raise RecipeError(f"`out_indices` names a stage twice ({listing}). "
+                          f"Received: out_indices={out_indices!r}")
+    return chosen
+
+
+def layer_stage(layer) -> str | None:
+    """The plan section (``"stem"``, a stage name, ``"head"``) a recipe build created
+    `layer` in; None for a layer of another model."""
+    return getattr(layer, STAGE_ATTRIBUTE, None)
 
 
 def layer_strides(model: keras.Model) -> dict[str, int]:
@@ -56,4 +119,5 @@ def layer_strides(model: keras.Model) -> dict[str, int]:
     return strides
 
 
-__all__ = ["layer_strides", "stage_outputs"]
+__all__ = ["STAGE_ATTRIBUTE", "feature_info", "layer_stage", "layer_strides", "select_stages",
+           "stage_outputs"]

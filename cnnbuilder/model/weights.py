@@ -3,6 +3,9 @@
 `transfer_weights` pairs layers by the structure of the graph, not by their names or the
 order they were created in, so a keras.applications model and the same network built
 from a recipe exchange weights even though every layer name differs.
+
+Loading weight files, `.keras` files and run directories into a recipe build, with a
+new head where the weights' differs, is `cnnbuilder.model.loading`.
 """
 
 from __future__ import annotations
@@ -127,57 +130,19 @@ def keras_cache_dir() -> Path:
     return Path(base) / "models"
 
 
-def load_weights(model: keras.Model, weights, *, recipe, include_top: bool, plan) -> None:
-    """Load `weights` into a model built from `recipe`.
-
-    Args:
-        model: the built model (changed in place).
-        weights: "imagenet" (the keras.applications file from the Keras cache), a
-            `.weights.h5` file of this architecture, or a keras.applications `.h5` file
-            (loaded into that application, then transferred).
-        recipe: the model's `Recipe` (its `metadata.keras_application`, `keras_weights`).
-        include_top: whether the model has its classifier.
-        plan: the model's `Plan`.
-
-    Raises:
-        WeightsError: no such weights, or weights that do not fit.
-    """
+def keras_cache_file(recipe, include_top: bool) -> Path | None:
+    """Where the recipe's keras.applications ImageNet file lies in the Keras cache (None
+    when the recipe mirrors no keras.applications model)."""
     meta = recipe.metadata
-    if weights == "imagenet":
-        files = meta.get("keras_weights") or {}
-        filename = files.get("top" if include_top else "notop")
-        if not filename or not meta.get("keras_application"):
-            raise WeightsError(
-                f"recipe {recipe.name!r} has no ImageNet weights: only recipes that mirror a "
-                "keras.applications model (metadata.keras_application) can load them."
-            )
-        path = keras_cache_dir() / filename
-        if not path.is_file():
-            raise WeightsError(
-                f"ImageNet weights for {recipe.name} are not in the Keras cache and cannot be "
-                f"downloaded here. Put the file keras.applications.{meta['keras_application']} "
-                f"downloads, {filename}, at {path} (or set KERAS_HOME), then retry."
-            )
-        _load_through_reference(model, path, meta["keras_application"], include_top, plan)
-        return
-    path = Path(weights)
-    if path.name.endswith(".weights.h5"):
-        try:
-            model.load_weights(path)
-        except Exception as exc:  # keras raises ValueError/KeyError with details
-            raise WeightsError(f"weights file {path} does not fit {model.name}: {exc}") from None
-        return
-    if meta.get("keras_application"):
-        _load_through_reference(model, path, meta["keras_application"], include_top, plan)
-        return
-    try:
-        model.load_weights(path)
-    except Exception as exc:
-        raise WeightsError(f"weights file {path} does not fit {model.name}: {exc}") from None
+    filename = (meta.get("keras_weights") or {}).get("top" if include_top else "notop")
+    if not filename or not meta.get("keras_application"):
+        return None
+    return keras_cache_dir() / filename
 
 
-def _load_through_reference(model, path, application: str, include_top, plan) -> None:
-    """Load a keras.applications weight file into that application, then transfer."""
+def load_through_reference(model, path, application: str, include_top) -> None:
+    """Load a keras.applications weight file into that application (built like `model`),
+    then transfer its weights into `model` (`transfer_weights`)."""
     constructor = getattr(keras.applications, application)
     kwargs = dict(include_top=include_top, input_shape=tuple(model.inputs[0].shape[1:]))
     if include_top:

@@ -15,7 +15,7 @@ DEFAULT_CLASSES = 1000
 METADATA_KEYS = {
     "family": str, "params": int, "trainable_params": int, "input_shape": list, "classes": int,
     "source": str, "keras_application": str, "keras_weights": dict, "macs": (int, float),
-    "min_input": int, "notes": str,
+    "min_input": int, "notes": str, "preprocessing": str,
     # The paper's published error: {dataset, error (%), top5_error (%), source, notes}.
     "reported": dict,
 }

@@ -16,6 +16,7 @@ from the last finished epoch. The tuner calls the same four steps for each trial
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from cnnbuilder.errors import DataError, RunError
 from cnnbuilder.recipe.training_plan import layout
 from cnnbuilder.training import commit, distribution, rundir
 from cnnbuilder.training.callbacks import schedule_callbacks
+from cnnbuilder.training.freeze import FineTuning
 from cnnbuilder.training.optimizers import compile_model, loss_and_metrics
 from cnnbuilder.training.settings import RunSettings, steps_per_epoch
 
@@ -46,10 +48,12 @@ class TrainResult:
 class Job:
     """One training job: checked settings and the data they train on."""
 
-    def __init__(self, settings: RunSettings, data: Dataset, source=None):
+    def __init__(self, settings: RunSettings, data: Dataset, source=None,
+                 fine_tuning: FineTuning | None = None):
         self.settings = settings
         self.data = data
         self._source = source  # a recipe (name, path, dict, Recipe) or a keras.Model
+        self.fine_tuning = fine_tuning or FineTuning()  # weights to start from, stages to freeze
 
     @property
     def config(self):
@@ -63,14 +67,19 @@ class Job:
 
     def build(self) -> keras.Model:
         """The network, uncompiled, in the run's device strategy and precision (the
-        caller's own Keras model when the job was prepared from one)."""
+        caller's own Keras model when the job was prepared from one), with the job's
+        weights loaded and its stages frozen (`training.freeze`)."""
         if isinstance(self._source, keras.Model):
+            self.fine_tuning.apply(self._source)
             return self._source
         from cnnbuilder.model import build
 
         with distribution.strategy().scope():
-            return build(self._source, input_shape=self.settings.input_shape,
-                         classes=self.settings.classes, **self.settings.recipe_params)
+            model = build(self._source, input_shape=self.settings.input_shape,
+                          classes=self.settings.classes, weights=self.fine_tuning.weights,
+                          **self.settings.recipe_params)
+        self.fine_tuning.apply(model)
+        return model
 
     def compile(self, model: keras.Model) -> None:
         """Compile `model` with the job's optimizer, schedule, loss and metrics."""
@@ -118,7 +127,7 @@ class Job:
 
 def prepare(recipe_or_model, data: Dataset, *, params: dict | None = None, input_shape=None,
             training: dict | None = None, seed: int = 0, mixed_precision: bool = False,
-            jit: bool = False) -> Job:
+            jit: bool = False, weights=None, freeze=None) -> Job:
     """A checked `Job`: the recipe (or Keras model), data and training settings.
 
     `training` overrides the recipe's `training:` section (see `RunSettings.create`).
@@ -127,7 +136,11 @@ def prepare(recipe_or_model, data: Dataset, *, params: dict | None = None, input
     settings = RunSettings.create(recipe_or_model, data, params=params, input_shape=input_shape,
                                   training=training, seed=seed, mixed_precision=mixed_precision,
                                   jit=jit)
-    return Job(settings, data, source=recipe_or_model)
+    fine_tuning = FineTuning.create(recipe_or_model, weights, freeze, params=params,
+                                    input_shape=settings.input_shape)
+    if fine_tuning.normalization:  # the weights expect their own input scaling
+        settings = dataclasses.replace(settings, normalization=fine_tuning.normalization)
+    return Job(settings, data, source=recipe_or_model, fine_tuning=fine_tuning)
 
 
 def train(recipe_or_model, dataset="digits", *, output=None, training: dict | None = None,
@@ -135,7 +148,7 @@ def train(recipe_or_model, dataset="digits", *, output=None, training: dict | No
           augment=None, optimizer=None, schedule=None, weight_decay=None,
           mixed_precision=False, jit=False, seed=0, verbose=1, overwrite=False, data_dir=None,
           class_names=None, validation_split=0.1, test_split=0.2, skip_bad_images=False,
-          tensorboard=True) -> TrainResult:
+          tensorboard=True, weights=None, freeze=None) -> TrainResult:
     """Train a recipe (name, path, dict, Recipe) or a Keras model.
 
     Args:
@@ -154,6 +167,11 @@ def train(recipe_or_model, dataset="digits", *, output=None, training: dict | No
             (corrupt, truncated, not an image...) instead of refusing the dataset; their
             count is `skipped_images` in metrics.json.
         tensorboard: write TensorBoard logs to ``output/logs/`` (`training.tensorboard`).
+        weights: start from "imagenet", a weights or `.keras` file or a run directory
+            (a new head where the classes differ); the input normalization becomes the
+            one the weights were trained with (`training.freeze`, docs/fine_tuning.md).
+        freeze: "backbone" or stage names ("stem,conv2" or a list) to keep frozen:
+            weights unchanged, BatchNorm in inference mode.
 
     Returns:
         A `TrainResult` with the best epoch's model and the metrics written to
@@ -168,7 +186,8 @@ def train(recipe_or_model, dataset="digits", *, output=None, training: dict | No
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, augment=augment,
         optimizer=optimizer, schedule=schedule, weight_decay=weight_decay).items() if v is not None}}
     job = prepare(recipe_or_model, data, params=params, input_shape=input_shape,
-                  training=overrides, seed=seed, mixed_precision=mixed_precision, jit=jit)
+                  training=overrides, seed=seed, mixed_precision=mixed_precision, jit=jit,
+                  weights=weights, freeze=freeze)
     _warn_on_crashing_layers(recipe_or_model)
     if output is None:
         return _run(job, None, None, verbose=verbose, started=started, tensorboard=False)
@@ -233,7 +252,7 @@ def _open_run_directory(directory: Path, job: Job, overwrite: bool) -> dict:
     """Apply the run-directory policy; the state to start (or resume) from. run.json also
     lists the images a folder dataset left out (``skip_bad_images``)."""
     settings = job.settings
-    rundir.prepare_directory(directory, settings=settings.identity(),
+    rundir.prepare_directory(directory, settings={**settings.identity(), **job.fine_tuning.identity()},
                              record=directory / rundir.RUN, marker=rundir.METRICS,
                              overwrite=overwrite, clear=rundir.clear_run, what="run",
                              extra={**settings.record(), "skipped_images": list(job.data.skipped)},

@@ -1,0 +1,79 @@
+"""Fine-tuning a run: the weights it starts from, the stages it freezes, their preprocessing.
+
+`FineTuning.create` checks `train(..., weights=, freeze=)` before anything is written:
+the weights exist, the frozen stages are the recipe's, and the input normalization is
+the one the weights were trained with (`cnnbuilder.model.loading.weights_normalization`:
+the recipe's `metadata.preprocessing` for ImageNet weights, the run's record for a run
+directory), which then goes into `RunSettings.normalization` and from there into the
+training and evaluation pipelines, run.json and the exported signature. Its `identity`
+joins the run's settings, so a rerun resumes only with the same weights and freezing.
+
+The two-phase recipe of Keras' transfer-learning guide is two runs::
+
+    train("resnet50", data, weights="imagenet", freeze="backbone", output="runs/a")
+    train("resnet50", data, weights="runs/a", freeze="stem,conv2", output="runs/b",
+          training={"learning_rate": 0.001})
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from cnnbuilder.errors import RecipeError, WeightsError
+from cnnbuilder.model.freeze import check_freeze, freeze, parse_freeze
+from cnnbuilder.model.loading import weights_normalization
+from cnnbuilder.zoo import load_recipe
+
+
+@dataclass(frozen=True)
+class FineTuning:
+    """Where a run's weights come from and what it freezes (both None: from scratch)."""
+
+    weights: str | None = None
+    freeze: tuple | None = None
+    # The normalization the weights expect; None: the run's own default.
+    normalization: str | None = None
+
+    @classmethod
+    def create(cls, recipe_or_model, weights=None, freeze=None, *, params=None,
+               input_shape=None) -> "FineTuning":
+        """Check `weights` and `freeze` for `recipe_or_model` (see the module docstring).
+
+        Raises:
+            RecipeError: weights for a Keras model, or a frozen stage the recipe lacks.
+            WeightsError: weights that do not exist.
+        """
+        names = parse_freeze(freeze)
+        if weights is None and names is None:
+            return cls()
+        if isinstance(recipe_or_model, keras.Model):
+            if weights is not None:
+                raise RecipeError(f"`weights` are loaded into a recipe build; {recipe_or_model.name} "
+                                  "is a Keras model already (load its weights yourself).")
+            return cls(None, names)
+        recipe = load_recipe(recipe_or_model)
+        if weights is not None and weights != "imagenet":
+            if not isinstance(weights, (str, Path)) or not Path(weights).exists():
+                raise WeightsError(f"weights {weights!r} not found: give 'imagenet', a weights "
+                                   "file (.weights.h5, .h5, .keras) or a run directory.")
+            weights = str(Path(weights).resolve())
+        if names is not None:
+            plan = recipe.plan(input_shape=input_shape or recipe.default_input_shape,
+                               **(params or {}))
+            sections = [s.stage if s.section == "stage" else s.section for s in plan.steps]
+            check_freeze(list(dict.fromkeys(sections)), names, recipe.name)
+        return cls(weights, names, weights_normalization(weights, recipe))
+
+    def identity(self) -> dict:
+        """What a rerun must match besides `RunSettings.identity` (None: not used)."""
+        return {"weights": self.weights, "freeze": list(self.freeze) if self.freeze else None}
+
+    def apply(self, model: keras.Model) -> tuple:
+        """Freeze `model`'s stages (before it is compiled); the frozen stages."""
+        return freeze(model, self.freeze)
+
+
+__all__ = ["FineTuning"]
