@@ -143,3 +143,43 @@ def test_a_second_search_on_a_directory_refuses_naming_the_holder(tmp_path):
             cnnbuilder.tune("densenet_bc100_k12", dataset="digits", output=out, max_trials=1,
                             epochs=1, input_shape=(16, 16, 3), depth=16, quiet=True)
     assert snapshot(out) == {}
+
+
+def test_a_second_export_of_a_version_refuses_naming_the_first(tmp_path):
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs)))
+    version = tmp_path / "models" / "digits" / "1"
+    with rundir.exclusive(version.parent / f".1{rundir.LOCK}", what="export"):
+        with pytest.raises(RunError, match=rf"in use by another cnnbuilder export \(pid {os.getpid()} on "):
+            cnnbuilder.export(model, version)
+    assert not version.exists()
+
+
+@pytest.mark.slow
+def test_an_export_killed_at_any_moment_leaves_no_half_version_and_reruns(tmp_path):
+    """kill -9 of `cnnbuilder export` at several moments: the version directory is either
+    absent or complete (its metadata.json is written last), and the rerun succeeds."""
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs)))
+    source = tmp_path / "model.keras"
+    model.save(source)
+    base = tmp_path / "models"
+    for attempt, delay in enumerate((1.0, 2.5, 4.0, 6.0)):
+        version = base / str(attempt + 1)
+        process = subprocess.Popen([*CLI, "export", str(source), "--output", str(version)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        process.kill()
+        process.wait()
+        if version.exists():  # published before the kill: complete
+            assert (version / "metadata.json").is_file() and (version / "saved_model.pb").is_file()
+        visible = [p.name for p in base.iterdir() if not p.name.startswith(".")] if base.exists() else []
+        assert all((base / name / "metadata.json").is_file() for name in visible)
+        done = subprocess.run([*CLI, "export", str(source), "--output", str(version), "--force"],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert (version / "metadata.json").is_file()

@@ -105,6 +105,17 @@ def export(
     fmt = _check_format(format, directory)
     quantize = _check_quantize(quantize, fmt, max_accuracy_drop)
     final, filename = _check_output(directory, fmt)
+    # One export of a version at a time: a second one refuses at once, naming the first
+    # (a hidden, non-numeric file beside the version, which TF Serving ignores).
+    with rundir.exclusive(final.parent / f".{final.name}{rundir.LOCK}", what="export",
+                          transient=True):
+        return _export(model_or_run, fmt, quantize, final, filename, max_accuracy_drop=max_accuracy_drop,
+                       force=force, class_names=class_names, dataset=dataset, data_dir=data_dir)
+
+
+def _export(model_or_run, fmt, quantize, final: Path, filename, *, max_accuracy_drop, force,
+            class_names, dataset, data_dir) -> Path:
+    """`export` once its arguments are checked and the version is held."""
     refuse = _refuse_existing if filename is None else _refuse_foreign
     # Fail before the slow part; checked again when publishing. A file export's directory
     # is replaced with `force` only when it holds an earlier export.

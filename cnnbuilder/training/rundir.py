@@ -230,14 +230,19 @@ def prepare_directory(directory: Path, *, settings: dict, record: Path, marker: 
 
 
 @contextlib.contextmanager
-def exclusive(lock_path: Path, *, what: str) -> Iterator[None]:
+def exclusive(lock_path: Path, *, what: str, transient: bool = False) -> Iterator[None]:
     """Hold an exclusive lock on `lock_path` for the block; RunError at once, naming the
     holder (pid, host, command, since when), when another process holds it.
 
     `flock` locks belong to the open file: the operating system drops them when the holder
     exits or is killed, so a stale lock file left by a dead process is simply taken over.
+    When the block fails, the folders created for the lock are removed again if nothing
+    else was written there, so refused input leaves nothing behind. A `transient` lock
+    file is removed when the block ends (an export leaves only its version beside it); the
+    cost is a narrow race in which two late-comers could both take a lock just released.
     """
     lock_path = Path(lock_path)
+    created = [d for d in (lock_path.parent, *lock_path.parent.parents) if not d.exists()]
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(lock_path, "a+", encoding="utf-8")
     try:
@@ -256,7 +261,18 @@ def exclusive(lock_path: Path, *, what: str) -> Iterator[None]:
         command = " ".join(sys.argv) or "python"
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {since}: {command}\n")
         handle.flush()
-        yield
+        try:
+            yield
+        except BaseException:
+            if created:  # this process made the folders: undo them if they hold only the lock
+                lock_path.unlink(missing_ok=True)
+                for folder in created:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+            raise
+        finally:
+            if transient:
+                lock_path.unlink(missing_ok=True)
     finally:
         handle.close()  # releases the lock
 
