@@ -282,3 +282,17 @@ def test_resume_mid_phase_keeps_the_stages_frozen(tmp_path, monkeypatch):
         np.testing.assert_array_equal(after[key], value, err_msg=key)
     assert not all(np.array_equal(v, _weights(start, ("stage3",))[k])
                    for k, v in _weights(result.model, ("stage3",)).items())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--freeze", "stage9"], "no stage 'stage9' in resnet20"),
+    (["--weights", "nowhere.keras"], "weights 'nowhere.keras' not found"),
+    (["--weights", "imagenet"], "no ImageNet weights"),
+])
+def test_cli_train_refuses_bad_weights_and_freeze_before_writing(tmp_path, capsys, args, message):
+    from cnnbuilder.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "resnet20", "--output", str(out), "--epochs", "1", *args]) == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+    assert not out.exists()

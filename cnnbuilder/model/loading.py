@@ -82,7 +82,7 @@ def _load(model, weights, recipe, include_top, plan, features_only, params) -> L
     meta = recipe.metadata
     top = include_top and not features_only
     if weights == "imagenet":
-        path, file_classes = _imagenet_file(recipe, top, plan.input_shape)
+        path, file_classes = imagenet_file(recipe, top, plan.input_shape)
         return _from_application_file(model, path, recipe, file_classes, top, features_only,
                                       params)
     path = Path(weights)
@@ -197,11 +197,16 @@ def weights_normalization(weights, recipe) -> str | None:
 # ------------------------------------------------------------------------- sources
 
 
-def _imagenet_file(recipe, top: bool, input_shape) -> tuple[Path, int | None]:
-    """The ImageNet file to load and its classes (None: a file without the top).
+def imagenet_file(recipe, top: bool, input_shape) -> tuple[Path, int | None]:
+    """The ImageNet file to load into a model with (`top`) or without its classifier, and
+    the file's classes (None: a file without the top).
 
     A model with a top at the default size prefers the file with the classifier (its
     layers before the last may load: VGG's fc1, fc2), else takes the one without.
+
+    Raises:
+        WeightsError: the recipe has no ImageNet weights, or the file is not in the Keras
+            cache (the message says where to put it).
     """
     default = tuple(recipe.default_input_shape)
     wanted = [True, False] if top and tuple(input_shape) == default else [False]
@@ -304,5 +309,5 @@ def _shapes(layer) -> list:
     return [tuple(w.shape) for w in layer.weights]
 
 
-__all__ = ["LoadReport", "copy_matching", "load_weights", "run_model_file",
+__all__ = ["LoadReport", "copy_matching", "imagenet_file", "load_weights", "run_model_file",
            "weights_normalization"]

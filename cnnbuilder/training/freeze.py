@@ -24,7 +24,7 @@ import keras
 
 from cnnbuilder.errors import RecipeError, WeightsError
 from cnnbuilder.model.freeze import check_freeze, freeze, parse_freeze
-from cnnbuilder.model.loading import weights_normalization
+from cnnbuilder.model.loading import imagenet_file, weights_normalization
 from cnnbuilder.zoo import load_recipe
 
 
@@ -55,14 +55,16 @@ class FineTuning:
                                   "is a Keras model already (load its weights yourself).")
             return cls(None, names)
         recipe = load_recipe(recipe_or_model)
-        if weights is not None and weights != "imagenet":
+        shape = input_shape or recipe.default_input_shape
+        if weights == "imagenet":  # the file must be in the Keras cache before a byte is written
+            imagenet_file(recipe, True, shape)
+        elif weights is not None:
             if not isinstance(weights, (str, Path)) or not Path(weights).exists():
                 raise WeightsError(f"weights {weights!r} not found: give 'imagenet', a weights "
                                    "file (.weights.h5, .h5, .keras) or a run directory.")
             weights = str(Path(weights).resolve())
         if names is not None:
-            plan = recipe.plan(input_shape=input_shape or recipe.default_input_shape,
-                               **(params or {}))
+            plan = recipe.plan(input_shape=shape, **(params or {}))
             sections = [s.stage if s.section == "stage" else s.section for s in plan.steps]
             check_freeze(list(dict.fromkeys(sections)), names, recipe.name)
         return cls(weights, names, weights_normalization(weights, recipe))
