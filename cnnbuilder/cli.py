@@ -15,6 +15,7 @@ import yaml
 
 from cnnbuilder.errors import CnnBuilderError, UsageError
 from cnnbuilder.recipe.params import overrides_from
+from cnnbuilder.recipe.training import SCHEDULES
 
 # Exit statuses (DESIGN.md §5).
 BAD_INPUT, INTERNAL_FAILURE, INTERRUPTED = 2, 1, 130
@@ -234,7 +235,7 @@ def cmd_train(args) -> int:
         weight_decay=args.weight_decay, mixed_precision=args.mixed_precision, jit=args.jit,
         seed=args.seed, verbose=0 if args.quiet else (1 if sys.stdout.isatty() else 2),
         overwrite=args.overwrite, data_dir=args.data_dir, tensorboard=args.tensorboard,
-        skip_bad_images=args.skip_bad_images,
+        skip_bad_images=args.skip_bad_images, weights=args.weights, freeze=args.freeze,
     )
     metrics = result.metrics
     if metrics.get("skipped_images"):
@@ -256,7 +257,7 @@ def cmd_tune(args) -> int:
         max_params=args.max_params, batch_size=args.batch_size, seed=args.seed,
         input_shape=parse_shape(args.input_shape), data_dir=args.data_dir,
         retrain_epochs=args.retrain_epochs, overwrite=args.overwrite, quiet=args.quiet,
-        skip_bad_images=args.skip_bad_images,
+        skip_bad_images=args.skip_bad_images, tensorboard=args.tensorboard,
         trial_timeout=args.trial_timeout, **parse_assignments(args.set),
     )
     if result.get("role") == "worker":
@@ -353,13 +354,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a setting of the recipe's training: section (e.g. learning_rate=0.01)")
     p.add_argument("--learning-rate", type=positive_float, help="initial learning rate")
     p.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "rmsprop"))
-    p.add_argument("--schedule", choices=("cosine", "step", "constant"))
+    p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--augment", help="comma-separated crop,flip,translate or none")
     p.add_argument("--mixed-precision", action="store_true", help="mixed precision (float16 on GPU, bfloat16 on CPU)")
     p.add_argument("--jit", action="store_true", help="compile the training step with XLA")
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
                    help="do not write TensorBoard logs to DIR/logs/")
+    p.add_argument("--weights", metavar="imagenet|PATH",
+                   help="start from ImageNet weights (the keras.applications file in the Keras "
+                        "cache), a .weights.h5/.h5/.keras file or a run directory; a new head "
+                        "where the classes differ (docs/fine_tuning.md)")
+    p.add_argument("--freeze", metavar="backbone|STAGE,...",
+                   help="keep these stages frozen (weights unchanged, BatchNorm in inference "
+                        "mode): backbone (all but the head) or stage names, e.g. stem,conv2")
     p.set_defaults(run=cmd_train)
 
     p = commands.add_parser("tune", help="search the recipe's tune: space with KerasTuner (resumable, distributed)")
@@ -390,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default $CNNBUILDER_TRIAL_TIMEOUT or 600)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--overwrite", action="store_true", help="replace a finished search in DIR")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                   help="do not log the trials to DIR/logs/ (TensorBoard's HParams dashboard)")
     p.set_defaults(run=cmd_tune)
 
     p = commands.add_parser("export", help="export a run or .keras model as a SavedModel, LiteRT or ONNX file")

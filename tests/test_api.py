@@ -66,3 +66,24 @@ def test_load_model_refuses_what_it_cannot_read(tmp_path):
     (tmp_path / "broken.keras").write_bytes(b"not a zip")
     with pytest.raises(RunError, match="cannot load the Keras model"):
         cnnbuilder.load_model(tmp_path / "broken.keras")
+
+
+@pytest.mark.slow
+def test_a_finished_run_loads_where_cnnbuilder_is_not_installed(tmp_path):
+    """DESIGN.md §6: model.keras of a run trained with cnnbuilder's own optimizer (l2
+    weight decay), schedule and smoothed loss loads with plain Keras in safe mode."""
+    out = tmp_path / "run"
+    cnnbuilder.train(write(tmp_path, "tiny.yaml", TINY_RECIPE), "digits", output=out, epochs=1,
+                     batch_size=128, verbose=0, tensorboard=False,
+                     training={"weight_decay_mode": "l2", "label_smoothing": 0.1, "schedule": "step"})
+    blocker = tmp_path / "blocked" / "cnnbuilder"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('cnnbuilder is not installed here')\n")
+    code = ("import keras\n"
+            f"m = keras.saving.load_model({str(out / 'model.keras')!r}, safe_mode=True)\n"
+            "print(m.output_shape)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(blocker.parent)},
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "(None, 10)" in done.stdout

@@ -56,7 +56,10 @@ from cnnbuilder.recipe.vocabulary import did_you_mean
 KINDS = ("choice", "int", "float")
 OPTIONS = {"choice": ("default",), "int": ("step", "log", "default"), "float": ("step", "log", "default")}
 # The tuner's budget, not a hyperparameter (hyperband varies it itself).
-UNTUNABLE_TRAINING = {"epochs": "epochs is the tuner's budget (set it with --epochs / epochs=), not a hyperparameter"}
+UNTUNABLE_TRAINING = {
+    "epochs": "epochs is the tuner's budget (set it with --epochs / epochs=), not a hyperparameter",
+    "iterations": "the length of a trial is the tuner's budget (set it with --epochs / epochs=), not a hyperparameter",
+}
 FORMS = "{choice: [a, b, ...]}, {int: [low, high], step: s} or {float: [low, high], log: true}"
 
 _ErrorFactory = Callable[[tuple, str], Exception]

@@ -220,6 +220,11 @@ def _run(job: Job, directory: Path | None, state: dict | None, *, verbose, start
                       verbose=verbose)
         best = _best_model(model, directory)
         scores = job.evaluate(best)
+        if directory:
+            # The finished model.keras carries Keras' own loss and metrics only (none of
+            # the training's cnnbuilder optimizer, schedule or smoothed loss), so it loads
+            # with keras.saving.load_model(safe_mode=True) where cnnbuilder is not installed.
+            rundir.atomic_save_model(best, directory / rundir.MODEL)
 
     history = rundir.read_history(directory / rundir.HISTORY_CSV) if directory else _rows(fit)
     seconds = time.perf_counter() - started

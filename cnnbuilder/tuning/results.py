@@ -168,8 +168,8 @@ def save_best(tuner: RecipeTuner, hyper: HyperRecipe, data: Dataset, best: dict,
     job = hyper.job(*_tuned_values(best), data=data)
     model = job.build()
     load_weights(model, tuner.checkpoint_path(best["trial_id"]))
-    job.compile(model)
-    model.optimizer.build(model.trainable_variables)  # saved whole, so it loads without warnings
+    # Evaluated (and saved) compiled with Keras' own loss and metrics only, not the
+    # training's optimizer: best/model.keras loads where cnnbuilder is not installed.
     scores = job.evaluate(model)
     target = Path(directory) / BEST_DIR
     with rundir.staged_directory(target, replace=True, refuse=_never) as staging:
