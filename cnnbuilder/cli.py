@@ -296,9 +296,12 @@ def cmd_predict(args) -> int:
 
     from cnnbuilder.serving.prediction import format_predictions, predict
 
-    results = predict(args.model, args.images, top_k=args.top_k)
+    results = predict(args.model, args.images, top_k=args.top_k, errors="report")
     print(json.dumps(results, indent=2) if args.json else format_predictions(results))
-    return 0
+    failed = [r for r in results if "error" in r]
+    for result in failed:  # also on stderr, one line each: the good images were predicted
+        print(f"cnnbuilder predict: error: {result['error']}", file=sys.stderr)
+    return BAD_INPUT if failed else 0
 
 
 def add_dataset_arguments(p) -> None:

@@ -469,3 +469,40 @@ def test_serving_default_gives_the_pipeline_numbers_for_the_recorded_normalizati
                                      batch_size=3, training=False, normalization="torch")
             trained_on = next(iter(pipeline))[0].numpy().reshape(3, -1)
             np.testing.assert_array_equal(served, trained_on, err_msg=f"{images.shape}")
+
+
+@pytest.mark.slow
+def test_predict_reports_bad_images_by_name_and_still_predicts_the_good_ones(exported, tmp_path, capsys):
+    """Issue 17: images are untrusted input. The CLI predicts every readable image,
+    names each bad one (missing, not an image, truncated, a decompression bomb) and
+    exits 2; the Python API raises by default and reports with errors="report"."""
+    from cnnbuilder.cli import main
+    from cnnbuilder.data.image_checks import MAX_IMAGE_PIXELS
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((12, 9), 200, np.uint8), "L").save(good)
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("not an image")
+    truncated = tmp_path / "truncated.jpg"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(truncated, "JPEG")
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    bomb = tmp_path / "bomb.png"
+    side = int(MAX_IMAGE_PIXELS**0.5) + 8
+    Image.new("1", (side, side)).save(bomb)  # a few kB on disk, too many pixels to decode
+    missing = tmp_path / "missing.png"
+    paths = [good, not_image, truncated, bomb, missing, good]
+
+    with pytest.raises(DataError, match="notes.png"):
+        predict(exported.path, paths)
+    results = predict(exported.path, paths, errors="report")
+    assert [("predictions" in r, "error" in r) for r in results] == [
+        (True, False), (False, True), (False, True), (False, True), (False, True), (True, False)]
+    assert [r["image"] for r in results] == [str(p) for p in paths]
+    assert "more than the" in results[3]["error"] and "does not exist" in results[4]["error"]
+
+    code = main(["predict", str(exported.path), *map(str, paths), "--top-k", "1"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "Traceback" not in err
+    assert out.count("1. ") == 2  # both good images were predicted
+    for path in paths[1:5]:
+        assert path.name in err

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnbuilder.data.image_checks import MAX_IMAGE_PIXELS
 from cnnbuilder.errors import DataError
 
 __all__ = ["read_image"]
@@ -39,8 +40,15 @@ def read_image(path) -> np.ndarray:
         raise DataError(f"Image {path} does not exist (or is not a file); expected a PNG or JPEG file.")
     try:
         with Image.open(path) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:  # checked before decoding
+                raise DataError(
+                    f"The image {path} has {image.width}x{image.height} pixels, more than the "
+                    f"{MAX_IMAGE_PIXELS:,} cnnbuilder decodes (a decompression bomb, or a photo "
+                    "to shrink first).")
             image = ImageOps.exif_transpose(image)
             array = _to_uint8(image)
+    except DataError:
+        raise
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise DataError(
             f"Cannot read the image {path}: {error}. Expected a PNG or JPEG file "

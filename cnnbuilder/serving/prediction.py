@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cnnbuilder.errors import CnnBuilderError, RunError
+from cnnbuilder.errors import CnnBuilderError, DataError, RunError
 from cnnbuilder.serving.images import read_image
 from cnnbuilder.serving.metadata import LABELS, LABELS_ASSET, METADATA
 from cnnbuilder.serving.runtimes import FileModel, resolve_export
@@ -33,7 +33,8 @@ SIGNATURE = "serving_default"
 _BATCH_SIZE = 32
 
 
-def predict(export_path, image_paths: Sequence, *, top_k: int = 5) -> list[dict]:
+def predict(export_path, image_paths: Sequence, *, top_k: int = 5,
+            errors: str = "raise") -> list[dict]:
     """Top-k class predictions of the exported model for each image file.
 
     Args:
@@ -43,6 +44,9 @@ def predict(export_path, image_paths: Sequence, *, top_k: int = 5) -> list[dict]
             ``.onnx`` file written by it, or the directory holding one.
         image_paths: PNG / JPEG (or anything Pillow reads) files of any size and mode.
         top_k: how many classes to report per image (capped at the number of classes).
+        errors: ``"raise"``: an unreadable image is a DataError before anything is
+            predicted; ``"report"``: its entry is ``{"image": path, "error": message}``
+            and the other images are still predicted (the CLI's choice).
 
     Returns:
         ``[{"image": path, "predictions": [{"label": str, "probability": float}, ...]}]``
@@ -57,11 +61,32 @@ def predict(export_path, image_paths: Sequence, *, top_k: int = 5) -> list[dict]
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise CnnBuilderError(f"top_k must be a positive integer, got {top_k!r}.")
+    if errors not in ("raise", "report"):
+        raise CnnBuilderError(f"errors must be 'raise' or 'report', got {errors!r}.")
     kind, path = resolve_export(export_path, saved_model_dir=resolve_saved_model_dir)
     # Read every image before loading the model: a typo in a path fails fast.
-    images = [read_image(p) for p in image_paths]
-    if not images:
-        return []
+    read = [_read_or_report(p, errors) for p in image_paths]
+    failed = {index: message for index, (_, message) in enumerate(read) if message}
+    good_paths = [p for index, p in enumerate(image_paths) if index not in failed]
+    images = [image for image, message in read if not message]
+    results = _predict_images(kind, path, good_paths, images, top_k) if images else []
+    ranked = iter(results)
+    return [{"image": str(p), "error": failed[index]} if index in failed else next(ranked)
+            for index, p in enumerate(image_paths)]
+
+
+def _read_or_report(path, errors: str) -> tuple:
+    """(image, None), or (None, message) for an unreadable image when reporting."""
+    try:
+        return read_image(path), None
+    except DataError as error:
+        if errors == "raise":
+            raise
+        return None, str(error)
+
+
+def _predict_images(kind, path, image_paths, images, top_k) -> list[dict]:
+    """The ranked predictions of readable images through the export at `path`."""
     if kind == "savedmodel":
         # `loaded` owns the variables: it must outlive every call of the signature.
         loaded, signature, input_name = _load_signature(path)
@@ -80,9 +105,13 @@ def predict(export_path, image_paths: Sequence, *, top_k: int = 5) -> list[dict]
 
 
 def format_predictions(results: Sequence[dict]) -> str:
-    """Human-readable text of `predict`'s results: each image, then its ranked labels."""
+    """Human-readable text of `predict`'s results: each image, then its ranked labels
+    (or why it could not be read)."""
     blocks = []
     for result in results:
+        if "error" in result:
+            blocks.append(f"{result['image']}\n  not predicted: {result['error']}")
+            continue
         predictions = result["predictions"]
         width = max((len(p["label"]) for p in predictions), default=0)
         lines = [str(result["image"])]
