@@ -506,3 +506,16 @@ def test_predict_reports_bad_images_by_name_and_still_predicts_the_good_ones(exp
     assert out.count("1. ") == 2  # both good images were predicted
     for path in paths[1:5]:
         assert path.name in err
+
+
+def test_an_export_reloads_the_run_s_dataset_with_the_run_s_splits():
+    """run.json's data_options (split fractions...) reach the export's check, so it
+    scores the run's own test split, not the default one."""
+    from cnnbuilder.data import load_dataset, preprocessing_config
+    from cnnbuilder.serving.run_data import RunData
+
+    options = {"data_dir": None, "validation_split": 0.1, "test_split": 0.3,
+               "skip_bad_images": False}
+    reloaded = RunData("digits", preprocessing_config((32, 32, 1)), options=options).dataset()
+    assert reloaded.sizes == load_dataset("digits", test_split=0.3).sizes
+    assert reloaded.sizes["test"] != load_dataset("digits").sizes["test"]

@@ -128,7 +128,8 @@ def _export(model_or_run, fmt, quantize, final: Path, filename, *, max_accuracy_
     names = resolve_class_names(class_names, source, num_classes)
     preprocessing = recorded_preprocessing(source, input_shape)
     spec = dataset if dataset is not None else (source.run or {}).get("dataset")
-    run_data = RunData(spec, preprocessing, data_dir=data_dir)
+    run_data = RunData(spec, preprocessing, data_dir=data_dir,
+                       options=None if dataset is not None else (source.run or {}).get("data_options"))
     options = {}
     if fmt == "litert":
         options = dict(quantize=quantize, run_data=run_data, max_accuracy_drop=max_accuracy_drop,

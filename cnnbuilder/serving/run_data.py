@@ -37,12 +37,16 @@ class RunData:
             loaded `cnnbuilder.data.Dataset`; None when the model has no run.
         preprocessing: the run's `preprocessing_config` record.
         data_dir: TensorFlow Datasets' data directory (``tfds:`` datasets).
+        options: the other `load_dataset` arguments the run was trained with (run.json's
+            ``"data_options"``: split fractions, ``skip_bad_images``), so the export is
+            checked on the run's own test split.
     """
 
-    def __init__(self, spec, preprocessing: dict, *, data_dir=None):
+    def __init__(self, spec, preprocessing: dict, *, data_dir=None, options: dict | None = None):
         self.spec = spec
         self.preprocessing = preprocessing
-        self.data_dir = data_dir
+        self.options = {k: v for k, v in (options or {}).items() if k != "data_dir"}
+        self.data_dir = data_dir if data_dir is not None else (options or {}).get("data_dir")
         self._data = None
 
     @property
@@ -72,7 +76,7 @@ class RunData:
                 self._data = self.spec
             else:
                 try:
-                    self._data = load_dataset(self.spec, data_dir=self.data_dir)
+                    self._data = load_dataset(self.spec, data_dir=self.data_dir, **self.options)
                 except CnnBuilderError as error:
                     raise ExportError(
                         f"Cannot reload the run's dataset {self.spec!r} to check the export: "

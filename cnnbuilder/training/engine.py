@@ -178,10 +178,12 @@ def train(recipe_or_model, dataset="digits", *, output=None, training: dict | No
         metrics.json.
     """
     started = time.perf_counter()
+    # How the dataset was loaded: run.json records it, so an export reloads the same splits.
+    data_options = dict(data_dir=None if data_dir is None else str(data_dir),
+                        validation_split=validation_split, test_split=test_split,
+                        skip_bad_images=skip_bad_images)
     data = dataset if isinstance(dataset, Dataset) else load_dataset(
-        dataset, data_dir=data_dir, class_names=class_names,
-        validation_split=validation_split, test_split=test_split,
-        skip_bad_images=skip_bad_images)
+        dataset, class_names=class_names, **data_options)
     overrides = {**(training or {}), **{k: v for k, v in dict(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, augment=augment,
         optimizer=optimizer, schedule=schedule, weight_decay=weight_decay).items() if v is not None}}
@@ -194,7 +196,7 @@ def train(recipe_or_model, dataset="digits", *, output=None, training: dict | No
     directory = Path(output)
     rundir.check_is_directory(directory)
     with rundir.exclusive(directory / rundir.LOCK, what="training run"):
-        state = _open_run_directory(directory, job, overwrite)
+        state = _open_run_directory(directory, job, overwrite, data_options)
         return _run(job, directory, state, verbose=verbose, started=started,
                     tensorboard=tensorboard)
 
@@ -253,14 +255,16 @@ def _run(job: Job, directory: Path | None, state: dict | None, *, verbose, start
     return TrainResult(best, metrics, history, directory)
 
 
-def _open_run_directory(directory: Path, job: Job, overwrite: bool) -> dict:
+def _open_run_directory(directory: Path, job: Job, overwrite: bool, data_options: dict) -> dict:
     """Apply the run-directory policy; the state to start (or resume) from. run.json also
-    lists the images a folder dataset left out (``skip_bad_images``)."""
+    records how the dataset was loaded and lists the images a folder dataset left out
+    (``skip_bad_images``)."""
     settings = job.settings
     rundir.prepare_directory(directory, settings={**settings.identity(), **job.fine_tuning.identity()},
                              record=directory / rundir.RUN, marker=rundir.METRICS,
                              overwrite=overwrite, clear=rundir.clear_run, what="run",
-                             extra={**settings.record(), "skipped_images": list(job.data.skipped)},
+                             extra={**settings.record(), "data_options": data_options,
+                                    "skipped_images": list(job.data.skipped)},
                              check=commit.check_resumable)
     (directory / rundir.RESUME_DIR).mkdir(exist_ok=True)
     return commit.resumable_state(directory)
