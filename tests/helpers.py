@@ -38,3 +38,21 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(text))
     return path
+
+
+def randomize(model, seed: int = 1) -> None:
+    """Random weights and BatchNorm statistics (He-scaled kernels, BN statistics and
+    offsets around their defaults), so that equal outputs mean every weight landed."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        shape, name = tuple(weight.shape), weight.path.split("/")[-1]
+        if name in ("moving_variance", "gamma"):
+            value = rng.uniform(0.5, 1.5, shape)
+        elif name in ("moving_mean", "beta", "bias"):
+            value = rng.normal(0.0, 0.1, shape)
+        else:
+            fan_in = np.prod(shape[:-1]) if len(shape) > 1 else 1
+            value = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+        weight.assign(value.astype("float32"))

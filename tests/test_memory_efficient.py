@@ -15,6 +15,7 @@ import cnnbuilder
 from cnnbuilder.errors import RecipeError
 from cnnbuilder.model.layers import DenseLayerBottleneck
 from cnnbuilder.model.weights import canonical_layers, transfer_weights
+from helpers import randomize
 
 # A small DenseNet-BC: 3×3 stem, three dense blocks of two layers (k = 12) with transitions.
 RECIPE = {
@@ -62,20 +63,6 @@ def build_pair(recipe=RECIPE, **kwargs):
     # model's weight list fits as is.
     efficient.set_weights(plain.get_weights())
     return plain, efficient
-
-
-def randomize(model: keras.Model, seed: int = 1) -> None:
-    rng = np.random.default_rng(seed)
-    for weight in model.weights:
-        shape, name = tuple(weight.shape), weight.path.split("/")[-1]
-        if name in ("moving_variance", "gamma"):
-            value = rng.uniform(0.5, 1.5, shape)
-        elif name in ("moving_mean", "beta", "bias"):
-            value = rng.normal(0.0, 0.1, shape)
-        else:
-            fan_in = np.prod(shape[:-1]) if len(shape) > 1 else 1
-            value = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
-        weight.assign(value.astype("float32"))
 
 
 def data(n=8):

@@ -26,7 +26,7 @@ from cnnbuilder.model import cpu_has_avx512, find_onednn_crash_pattern
 from cnnbuilder.model.factory import LayerFactory
 from cnnbuilder.model.features import layer_strides, stage_outputs
 from cnnbuilder.model.onednn import crash_warning, is_crash_pattern, workaround_active
-from helpers import TINY_RECIPE
+from helpers import TINY_RECIPE, randomize
 
 
 def strided_pair(channels, stride, padding, use_bias, size):
@@ -94,20 +94,6 @@ def tiny_by_hand(width=8, classes=4) -> keras.Model:
     x = layers.ReLU()(layers.Add()([shortcut, y]))
     x = layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, layers.Dense(classes)(x))  # logits
-
-
-def randomize(model: keras.Model, seed: int = 2) -> None:
-    """Random weights and BatchNorm statistics, so equal outputs mean every weight landed."""
-    rng = np.random.default_rng(seed)
-    for weight in model.weights:
-        shape, name = tuple(weight.shape), weight.path.split("/")[-1]
-        if name in ("moving_variance", "gamma"):
-            value = rng.uniform(0.5, 1.5, shape)
-        elif name in ("moving_mean", "beta", "bias"):
-            value = rng.normal(0.0, 0.1, shape)
-        else:
-            value = rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
-        weight.assign(value.astype("float32"))
 
 
 def test_tiny_recipe_has_no_crash_pattern_and_computes_the_plain_network():
