@@ -446,7 +446,13 @@ def test_predict_refuses_a_savedmodel_without_image_signature(run, tmp_path):
 
 
 @pytest.mark.slow
-def test_serving_default_gives_the_pipeline_numbers_for_the_recorded_normalization(tmp_path):
+@pytest.mark.parametrize(("normalization", "stats"), [
+    ("torch", {}),
+    # The training split's channel statistics of a `dataset` run travel in its record.
+    ("dataset", {"mean": [0.3, 0.45, 0.6], "std": [0.2, 0.25, 0.3]}),
+])
+def test_serving_default_gives_the_pipeline_numbers_for_the_recorded_normalization(
+        tmp_path, normalization, stats):
     """A "classifier" that only flattens its input outputs the preprocessed pixels, so the
     signature's preprocessing can be compared with the pipeline's exactly."""
     input_shape = (8, 8, 3)
@@ -455,10 +461,12 @@ def test_serving_default_gives_the_pipeline_numbers_for_the_recorded_normalizati
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     model.save(run_dir / "model.keras")
-    record = preprocessing_config(input_shape, "torch")
+    record = preprocessing_config(input_shape, normalization, **stats)
     (run_dir / "run.json").write_text(json.dumps({"preprocessing": record}))
     version = export(run_dir, tmp_path / "pixels" / "1")
-    assert json.loads((version / "metadata.json").read_text())["preprocessing"] == record
+    metadata = json.loads((version / "metadata.json").read_text())
+    assert metadata["preprocessing"] == record
+    low, high = metadata["input"]["range"]
     signature = tf.saved_model.load(str(version)).signatures["serving_default"]
     rng = np.random.default_rng(7)
     for height, width in [(5, 7), (20, 12), (8, 8)]:
@@ -466,9 +474,11 @@ def test_serving_default_gives_the_pipeline_numbers_for_the_recorded_normalizati
             images = rng.integers(0, 256, (3, height, width, channels), dtype=np.uint8)
             served = signature(images=tf.constant(images))["probabilities"].numpy()
             pipeline = make_pipeline((images, np.zeros(3, np.int64)), input_shape=input_shape,
-                                     batch_size=3, training=False, normalization="torch")
+                                     batch_size=3, training=False,
+                                     normalization=normalization, **stats)
             trained_on = next(iter(pipeline))[0].numpy().reshape(3, -1)
             np.testing.assert_array_equal(served, trained_on, err_msg=f"{images.shape}")
+            assert low - 1e-6 <= served.min() and served.max() <= high + 1e-6
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from cnnbuilder.data import preprocess, preprocess_from_config, preprocessing_config
 from cnnbuilder.data.preprocess import NORMALIZATIONS, check_preprocessing_config, normalized_range
+from cnnbuilder.data.statistics import channel_statistics
 from cnnbuilder.errors import DataError
 
 
@@ -150,18 +151,71 @@ def test_normalization_needs_a_known_mode_and_rgb_for_imagenet_statistics(normal
         preprocess(images((1, 4, 4, channels)), (4, 4, channels), normalization=normalization)
 
 
+STATS = {"mean": [0.25, 0.5, 0.75], "std": [0.5, 0.25, 0.125]}
+
+
+def test_dataset_normalization_is_x_minus_mean_over_std():
+    x = np.array([[[[0, 255, 51], [255, 0, 204]]]], np.uint8)  # (1, 1, 2, 3)
+    expected = (x / 255.0 - np.array(STATS["mean"])) / np.array(STATS["std"])
+    ours = preprocess(x, (1, 2, 3), normalization="dataset", **STATS).numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6)
+    graph = tf.function(lambda v: preprocess(v, (1, 2, 3), normalization="dataset", **STATS),
+                        input_signature=[tf.TensorSpec((None, None, None, None), tf.uint8)])
+    np.testing.assert_array_equal(graph(x).numpy(), ours)
+    # Grey images tiled to RGB are standardized per channel all the same.
+    grey = preprocess(x[..., :1], (1, 2, 3), normalization="dataset", **STATS).numpy()
+    np.testing.assert_allclose(grey, (np.repeat(x[..., :1], 3, -1) / 255.0 - STATS["mean"])
+                               / STATS["std"], rtol=1e-6, atol=1e-6)
+    assert normalized_range("dataset", **STATS) == [-6.0, 2.0]  # (0 - .75) / .125, (1 - .5) / .25
+
+
+@pytest.mark.parametrize(("mean", "std", "match"), [
+    (None, None, "mean"), ([0.5, 0.5], [0.2, 0.2, 0.2], "3 finite"),
+    ([0.5] * 3, [0.2, 0.0, 0.2], "above 0"), ([0.5, float("nan"), 0.5], [0.2] * 3, "mean"),
+])
+def test_dataset_normalization_needs_one_statistic_per_channel(mean, std, match):
+    with pytest.raises(DataError, match=match):
+        preprocessing_config((4, 4, 3), "dataset", mean=mean, std=std)
+    with pytest.raises(DataError, match="takes no mean"):
+        preprocess(images((1, 4, 4, 3)), (4, 4, 3), normalization="torch", **STATS)
+    record = preprocessing_config((4, 4, 3), "dataset", **STATS)
+    with pytest.raises(DataError, match="fields"):
+        check_preprocessing_config({k: v for k, v in record.items() if k != "std"})
+    with pytest.raises(DataError, match="fields"):
+        check_preprocessing_config({**preprocessing_config((4, 4, 3)), "mean": STATS["mean"]})
+
+
+def test_channel_statistics_are_the_unit_inputs_statistics_from_arrays_and_streams():
+    x = images((700, 5, 7, 1), seed=3)  # more than one chunk; grey becomes RGB, then resized
+    unit = preprocess(x, (6, 6, 3)).numpy().reshape(-1, 3).astype(np.float64)
+    mean, std = channel_statistics((x, np.zeros(700)), (6, 6, 3))
+    np.testing.assert_allclose(mean, unit.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(std, unit.std(0), rtol=1e-5)
+    stream = tf.data.Dataset.from_tensor_slices((x, np.zeros(700, np.int64)))
+    np.testing.assert_allclose(channel_statistics(stream, (6, 6, 3)), (mean, std), rtol=1e-6)
+    blank = np.zeros((2, 3, 3, 3), np.uint8)  # a channel that never varies is not scaled
+    assert channel_statistics((blank, np.zeros(2)), (3, 3, 3)) == ((0.0,) * 3, (1.0,) * 3)
+
+
+def test_recipes_accept_exactly_the_normalization_modes():
+    from cnnbuilder.recipe.recipe import METADATA_CHOICES
+
+    assert METADATA_CHOICES["preprocessing"] == NORMALIZATIONS
+
+
 # ------------------------------------------------------------------------------ record
 
 
 @pytest.mark.parametrize("normalization", NORMALIZATIONS)
 def test_config_round_trips_through_json(normalization):
-    config = preprocessing_config((16, 20, 3), normalization)
+    stats = STATS if normalization == "dataset" else {}
+    config = preprocessing_config((16, 20, 3), normalization, **stats)
     record = json.loads(json.dumps(config))
     assert check_preprocessing_config(record, (16, 20, 3)) == config
     x = images((2, 30, 10, 1))
     np.testing.assert_array_equal(
         preprocess_from_config(x, record).numpy(),
-        preprocess(x, (16, 20, 3), normalization=normalization).numpy(),
+        preprocess(x, (16, 20, 3), normalization=normalization, **stats).numpy(),
     )
 
 

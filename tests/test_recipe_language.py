@@ -299,6 +299,9 @@ def test_every_shipped_recipe_loads_with_metadata(name):
     assert recipe.reference and recipe.description
     assert isinstance(recipe.metadata.get("params"), int)
     assert len(recipe.default_input_shape) == 3
+    # The keras.applications module's mode with its weights, the data's statistics without.
+    assert (recipe.metadata.get("preprocessing") == "dataset") == (
+        "keras_application" not in recipe.metadata)
 
 
 def test_recipe_language_does_not_import_tensorflow():
@@ -387,6 +390,8 @@ def test_every_shipped_training_section_gives_a_config():
     ("classes: 0", "classes = 0: expected a number >= 1"),
     ("params: -5", "params = -5: expected a number >= 0"),
     ("notes: [a, b]", "notes = ['a', 'b']: expected a string"),
+    ("preprocessing: imagenet", "preprocessing = 'imagenet': expected one of unit, tf, torch, "
+                                "caffe, dataset"),
 ])
 def test_metadata_keys_types_and_bounds(tmp_path, entry, expected):
     message = error_for(tmp_path, f"name: bad\nstem:\n  - conv: 8\nmetadata:\n  {entry}\n")

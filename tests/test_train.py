@@ -358,6 +358,53 @@ def test_killed_training_resumes_without_losing_or_repeating_epochs(tiny, tmp_pa
     assert rates == sorted(rates, reverse=True) and rates[done] < rates[0]
 
 
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_dataset_normalization_records_the_training_splits_statistics_once(tmp_path, monkeypatch):
+    """metadata.preprocessing: dataset: run.json holds the training split's channel mean and
+    std; a resumed run and a fine-tuning run from the run directory reuse them (computing
+    them again fails here), even on other data."""
+    from cnnbuilder.data import preprocess
+    from cnnbuilder.training import commit, settings
+
+    recipe = write(tmp_path, "tiny.yaml", TINY_RECIPE.replace(
+        "classes: 4}", "classes: 4, preprocessing: dataset}"))
+    train = cnnbuilder.load_dataset("digits").train
+    unit = preprocess(train[0], (16, 16, 3)).numpy().reshape(-1, 3).astype(np.float64)
+    kwargs = dict(output=tmp_path / "run", epochs=2, batch_size=64, verbose=0, tensorboard=False)
+    on_epoch_end = commit.EpochCommit.on_epoch_end
+
+    def interrupted(self, epoch, logs=None):
+        on_epoch_end(self, epoch, logs)
+        raise _Stop()
+
+    monkeypatch.setattr(commit.EpochCommit, "on_epoch_end", interrupted)
+    with pytest.raises(_Stop):
+        cnnbuilder.train(recipe, "digits", **kwargs)
+    monkeypatch.setattr(commit.EpochCommit, "on_epoch_end", on_epoch_end)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())["preprocessing"]
+    assert record["normalization"] == "dataset"
+    np.testing.assert_allclose(record["mean"], unit.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(record["std"], unit.std(axis=0), rtol=1e-5)
+
+    def recomputed(*args):
+        raise AssertionError("the statistics were computed again")
+
+    monkeypatch.setattr(settings, "channel_statistics", recomputed)
+    result = cnnbuilder.train(recipe, "digits", **kwargs)  # resumes at epoch 2
+    assert result.metrics["epochs_run"] == 2
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["preprocessing"] == record and run["normalization"]["mean"] == record["mean"]
+    x = np.random.default_rng(1).integers(0, 256, (24, 16, 16, 3), dtype=np.uint8)
+    cnnbuilder.train(recipe, (x, np.arange(24) % 4), weights=str(tmp_path / "run"),
+                     **{**kwargs, "output": tmp_path / "tuned", "epochs": 1})
+    tuned = json.loads((tmp_path / "tuned" / "run.json").read_text())["preprocessing"]
+    assert tuned == record
+
+
 @pytest.mark.slow
 def test_resume_refuses_other_settings(tiny, tmp_path):
     out = tmp_path / "run"

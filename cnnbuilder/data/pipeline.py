@@ -39,6 +39,8 @@ def make_pipeline(
     seed: int = 0,
     repeat: bool = False,
     normalization: str = "unit",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 model input shaped like `input_shape`, int labels).
 
@@ -54,6 +56,8 @@ def make_pipeline(
         seed: seed of the shuffle and of the augmentations.
         repeat: repeat forever (pass ``steps_per_epoch`` to ``fit``).
         normalization: the `preprocess` normalization mode (``unit``: [0, 1]).
+        mean, std: the ``dataset`` mode's per-channel statistics (on the [0, 1] scale,
+            `cnnbuilder.data.statistics.channel_statistics` of the training split).
 
     Returns:
         A prefetching ``tf.data.Dataset``.
@@ -61,12 +65,13 @@ def make_pipeline(
     Raises:
         DataError: a bad argument or split.
     """
-    check_normalization(normalization, check_input_shape(input_shape)[2])
+    stats = dict(mean=mean, std=std)
+    check_normalization(normalization, check_input_shape(input_shape)[2], **stats)
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise DataError(f"batch_size must be a positive integer, got {batch_size!r}.")
     names = augmentation_names(augment) if training else []
     # Augmentations work in [0, 1] (their padding is black); normalization follows them.
-    convert = _convert_batch(input_shape, "unit" if names else normalization)
+    convert = _convert_batch(input_shape, *(("unit", {}) if names else (normalization, stats)))
     if isinstance(split, tf.data.Dataset):
         batches = _stream_batches(split, input_shape, batch_size, training, seed, repeat, convert)
     else:
@@ -75,16 +80,16 @@ def make_pipeline(
         batches = augment_batches(batches, names, seed)
         if normalization != "unit":
             batches = batches.map(
-                lambda images, labels: (normalize(images, normalization), labels),
+                lambda images, labels: (normalize(images, normalization, **stats), labels),
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
-def _convert_batch(input_shape, normalization: str):
+def _convert_batch(input_shape, normalization: str, stats: dict):
     """A map function converting a uint8 (images, labels) batch to model input."""
     def convert(images, labels):
-        return preprocess(images, input_shape, normalization=normalization), labels
+        return preprocess(images, input_shape, normalization=normalization, **stats), labels
 
     return convert
 

@@ -17,15 +17,20 @@ numbers at every stage. The steps, in order:
 4. **Clip** to [0, 1] after resizing (interpolation is convex: only rounding is clipped).
 5. **Normalize** (`NORMALIZATIONS`): ``unit`` keeps [0, 1]; ``tf``, ``torch`` and
    ``caffe`` are keras.applications' modes (`keras.applications.imagenet_utils`), for
-   weights trained on inputs scaled that way.
+   weights trained on inputs scaled that way; ``dataset`` is ``(x - mean) / std`` with
+   the per-channel mean and standard deviation of a training split on the [0, 1] scale
+   after steps 1-4 (`cnnbuilder.data.statistics`), as the papers of networks without
+   pretrained weights normalize their inputs.
 
 Pure TF ops, so it sits inside a SavedModel. `preprocessing_config` describes all of it
-as a JSON record (a run's ``run.json`` stores it under ``"preprocessing"``) and
-`preprocess_from_config` applies such a record.
+as a JSON record (a run's ``run.json`` stores it under ``"preprocessing"``; ``dataset``
+records carry their ``mean`` and ``std``) and `preprocess_from_config` applies such a
+record.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -41,6 +46,7 @@ __all__ = [
     "check_input_shape",
     "check_normalization",
     "check_preprocessing_config",
+    "normalization_args",
     "normalize",
     "normalized_range",
     "preprocess",
@@ -51,7 +57,9 @@ __all__ = [
 RESIZE_METHOD = "bilinear"
 ANTIALIAS_RULE = "when_shrinking"
 CHANNEL_RULE = "drop_alpha_tile_grey_rgb_luma"
-NORMALIZATIONS = ("unit", "tf", "torch", "caffe")
+NORMALIZATIONS = ("unit", "tf", "torch", "caffe", "dataset")
+# The mode whose per-channel statistics come from the training data (`mean`, `std`).
+DATASET = "dataset"
 # keras.applications.imagenet_utils: torch mode on [0, 1] RGB, caffe mode on 0..255 BGR.
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
@@ -59,10 +67,11 @@ _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 # Stored images carry 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA) channels.
 _MAX_CHANNELS = 4
 _CONFIG_KEYS = ("input_shape", "channels", "resize", "antialias", "normalization")
+_STATISTICS_KEYS = ("mean", "std")  # only in a `dataset` record
 
 
 def preprocess(images, input_shape: Sequence[int | None], *,
-               normalization: str = "unit") -> tf.Tensor:
+               normalization: str = "unit", mean=None, std=None) -> tf.Tensor:
     """Convert stored images to model input (see the module docstring for the steps).
 
     Args:
@@ -71,6 +80,7 @@ def preprocess(images, input_shape: Sequence[int | None], *,
             run time. Float images are taken as already scaled to [0, 1].
         input_shape: the model's (H, W, C); H and W may be None (keep the stored size).
         normalization: one of `NORMALIZATIONS`; ``torch`` and ``caffe`` need C = 3.
+        mean, std: C per-channel values on the [0, 1] scale, for ``dataset`` only.
 
     Returns:
         float32 (N, H, W, C), or (H, W, C) for one image.
@@ -81,7 +91,7 @@ def preprocess(images, input_shape: Sequence[int | None], *,
             cannot is a `tf.errors.InvalidArgumentError` when the graph runs.
     """
     height, width, channels = check_input_shape(input_shape)
-    check_normalization(normalization, channels)
+    check_normalization(normalization, channels, mean=mean, std=std)
     images = tf.convert_to_tensor(images)
     single = images.shape.rank == 3
     if single:
@@ -98,16 +108,18 @@ def preprocess(images, input_shape: Sequence[int | None], *,
         x = _convert_any_channels(x, height, width, channels)
     else:
         x = _convert(x, source, height, width, channels)
-    x = normalize(x, normalization)
+    x = normalize(x, normalization, mean=mean, std=std)
     return x[0] if single else x
 
 
-def normalize(x: tf.Tensor, normalization: str) -> tf.Tensor:
+def normalize(x: tf.Tensor, normalization: str, *, mean=None, std=None) -> tf.Tensor:
     """Step 5 alone: float (…, C) images in [0, 1] to the `normalization`'s range.
 
     The training pipeline calls it after augmenting in [0, 1] (so padding stays black);
-    `preprocess` ends with it.
+    `preprocess` ends with it. `mean` and `std` are the ``dataset`` mode's statistics.
     """
+    if normalization == DATASET:  # the training split's channel statistics
+        return _exact_divide(x - tf.constant(mean, tf.float32), tf.constant(std, tf.float32))
     if normalization == "unit":
         return x
     if normalization == "tf":  # keras: x / 127.5 - 1 on 0..255
@@ -119,30 +131,43 @@ def normalize(x: tf.Tensor, normalization: str) -> tf.Tensor:
     raise DataError(_unknown_normalization(normalization))
 
 
-def normalized_range(normalization: str) -> list[float]:
-    """[lowest, highest] value a model input can take under `normalization`."""
-    black = normalize(tf.zeros([3]), normalization).numpy()
-    white = normalize(tf.ones([3]), normalization).numpy()
+def normalized_range(normalization: str, mean=None, std=None) -> list[float]:
+    """[lowest, highest] value a model input can take under `normalization` (with the
+    ``dataset`` mode's `mean` and `std`)."""
+    channels = 3 if mean is None else len(mean)
+    black = normalize(tf.zeros([channels]), normalization, mean=mean, std=std).numpy()
+    white = normalize(tf.ones([channels]), normalization, mean=mean, std=std).numpy()
     return [float(min(black.min(), white.min())), float(max(black.max(), white.max()))]
 
 
 def preprocessing_config(input_shape: Sequence[int | None],
-                         normalization: str = "unit") -> dict:
+                         normalization: str = "unit", *, mean=None, std=None) -> dict:
     """The JSON record of everything `preprocess` does for a model of `input_shape`.
 
-    Every field is read back by `preprocess_from_config`: ``input_shape`` and
-    ``normalization`` are its arguments; ``channels``, ``resize`` and ``antialias`` name
-    the rules this version applies, so a record of other rules is refused, not misread.
+    Every field is read back by `preprocess_from_config`: ``input_shape``,
+    ``normalization`` and (``dataset`` mode only) ``mean`` and ``std`` are its arguments;
+    ``channels``, ``resize`` and ``antialias`` name the rules this version applies, so a
+    record of other rules is refused, not misread.
     """
     height, width, channels = check_input_shape(input_shape)
-    check_normalization(normalization, channels)
-    return {
+    check_normalization(normalization, channels, mean=mean, std=std)
+    record = {
         "input_shape": [height, width, channels],
         "channels": CHANNEL_RULE,
         "resize": RESIZE_METHOD,
         "antialias": ANTIALIAS_RULE,
         "normalization": normalization,
     }
+    if normalization == DATASET:
+        record.update(mean=[float(v) for v in mean], std=[float(v) for v in std])
+    return record
+
+
+def normalization_args(config: Mapping) -> dict:
+    """The normalization keywords of `preprocess` / `make_pipeline` in a checked record
+    (`preprocessing_config`): ``normalization``, and ``mean`` and ``std`` for ``dataset``."""
+    return {"normalization": config["normalization"],
+            **{key: config[key] for key in _STATISTICS_KEYS if key in config}}
 
 
 def check_preprocessing_config(config, input_shape: Sequence[int | None] | None = None) -> dict:
@@ -157,10 +182,12 @@ def check_preprocessing_config(config, input_shape: Sequence[int | None] | None 
     """
     if isinstance(config, Mapping) and "normalization" not in config:
         return _legacy_config(config, input_shape)
-    if not isinstance(config, Mapping) or set(config) != set(_CONFIG_KEYS):
+    expected = (*_CONFIG_KEYS, *(_STATISTICS_KEYS if isinstance(config, Mapping)
+                                 and config.get("normalization") == DATASET else ()))
+    if not isinstance(config, Mapping) or set(config) != set(expected):
         keys = sorted(config) if isinstance(config, Mapping) else type(config).__name__
         raise DataError(
-            f"A preprocessing record needs exactly the fields {', '.join(_CONFIG_KEYS)} "
+            f"A preprocessing record needs exactly the fields {', '.join(expected)} "
             f"(as written by preprocessing_config), got {keys}."
         )
     rules = {"channels": CHANNEL_RULE, "resize": RESIZE_METHOD, "antialias": ANTIALIAS_RULE}
@@ -170,9 +197,10 @@ def check_preprocessing_config(config, input_shape: Sequence[int | None] | None 
                 f"The preprocessing record's {key} is {config[key]!r}; this version of "
                 f"cnnbuilder applies {rule!r} only."
             )
-    recorded = preprocessing_config(config["input_shape"], config["normalization"])
+    statistics = {key: config[key] for key in _STATISTICS_KEYS if key in config}
+    recorded = preprocessing_config(config["input_shape"], config["normalization"], **statistics)
     if input_shape is not None and recorded != preprocessing_config(
-        input_shape, config["normalization"]
+        input_shape, config["normalization"], **statistics
     ):
         raise DataError(
             f"The preprocessing record is for input shape {config['input_shape']}, but the "
@@ -184,7 +212,7 @@ def check_preprocessing_config(config, input_shape: Sequence[int | None] | None 
 def preprocess_from_config(images, config: Mapping) -> tf.Tensor:
     """`preprocess` as the record `config` (from `preprocessing_config`) says."""
     config = check_preprocessing_config(config)
-    return preprocess(images, config["input_shape"], normalization=config["normalization"])
+    return preprocess(images, config["input_shape"], **normalization_args(config))
 
 
 def check_input_shape(input_shape) -> tuple[int | None, int | None, int]:
@@ -225,19 +253,44 @@ def _unknown_normalization(normalization) -> str:
     """The message for a normalization that is not one of `NORMALIZATIONS`."""
     return (
         f"Unknown normalization {normalization!r}; choose from {', '.join(NORMALIZATIONS)} "
-        "(unit: [0, 1]; tf, torch, caffe: the keras.applications modes)."
+        "(unit: [0, 1]; tf, torch, caffe: the keras.applications modes; dataset: the "
+        "training split's channel mean and std)."
     )
 
 
-def check_normalization(normalization, channels: int) -> None:
-    """DataError unless `normalization` is known and fits a model of `channels`."""
+def check_normalization(normalization, channels: int, *, mean=None, std=None) -> None:
+    """DataError unless `normalization` is known and fits a model of `channels`, with
+    `mean` and `std` (`channels` finite values each, std > 0) exactly for ``dataset``."""
     if normalization not in NORMALIZATIONS:
         raise DataError(_unknown_normalization(normalization))
+    if normalization != DATASET:
+        if mean is not None or std is not None:
+            raise DataError(f"normalization {normalization!r} takes no mean or std; only "
+                            f"{DATASET!r} (the training split's statistics) does.")
+    else:
+        _check_statistics(mean, std, channels)
     if normalization in ("torch", "caffe") and channels != 3:
         raise DataError(
             f"normalization {normalization!r} standardizes the ImageNet RGB channels and "
             f"needs a model input of 3 channels, got {channels}."
         )
+
+
+def _check_statistics(mean, std, channels: int) -> None:
+    """DataError unless `mean` and `std` are `channels` finite numbers each, std > 0."""
+    for name, values in (("mean", mean), ("std", std)):
+        try:
+            numbers = [float(v) for v in values]
+        except (TypeError, ValueError):
+            numbers = None
+        if numbers is None or isinstance(values, (str, bytes)) or len(numbers) != channels \
+                or not all(math.isfinite(v) for v in numbers) \
+                or name == "std" and min(numbers) <= 0:
+            raise DataError(
+                f"normalization {DATASET!r} needs {name} as {channels} finite per-channel "
+                f"values{' above 0' if name == 'std' else ''} (the training split's, on the "
+                f"[0, 1] scale), got {values!r}."
+            )
 
 
 def _legacy_config(config: Mapping, input_shape) -> dict:

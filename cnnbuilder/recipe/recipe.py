@@ -19,6 +19,10 @@ METADATA_KEYS = {
     # The paper's published error: {dataset, error (%), top5_error (%), source, notes}.
     "reported": dict,
 }
+# Keys with a fixed set of values. preprocessing: the modes of cnnbuilder.data.preprocess
+# (NORMALIZATIONS; recipe/ imports nothing from data/, a test keeps the two equal): the
+# keras.applications module's for recipes with its weights, `dataset` for the rest.
+METADATA_CHOICES = {"preprocessing": ("unit", "tf", "torch", "caffe", "dataset")}
 # The numbers have a least value: a count is >= 0, a number of classes or pixels >= 1.
 METADATA_MINIMUM = {"params": 0, "trainable_params": 0, "macs": 0, "classes": 1, "min_input": 1}
 
@@ -66,6 +70,9 @@ class Recipe:
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                 names = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
                 raise self.document.error(("metadata", key), f"{key} = {value!r}: expected {names}.")
+            if key in METADATA_CHOICES and value not in METADATA_CHOICES[key]:
+                raise self.document.error(("metadata", key), f"{key} = {value!r}: expected one of "
+                                                              f"{', '.join(METADATA_CHOICES[key])}.")
             if key in METADATA_MINIMUM and value < METADATA_MINIMUM[key]:
                 raise self.document.error(("metadata", key), f"{key} = {value!r}: expected a number "
                                                               f">= {METADATA_MINIMUM[key]}.")

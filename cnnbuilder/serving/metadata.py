@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cnnbuilder.data.preprocess import normalized_range
+from cnnbuilder.data.preprocess import normalization_args, normalized_range
 from cnnbuilder.training.rundir import atomic_write_text
 
 __all__ = ["LABELS", "LABELS_ASSET", "METADATA", "export_metadata", "model_input",
@@ -58,7 +58,7 @@ def model_input(input_shape: Sequence[int], preprocessing: dict) -> dict:
     return {
         "shape": [None, *input_shape],
         "dtype": "float32",
-        "range": normalized_range(preprocessing["normalization"]),
+        "range": normalized_range(**normalization_args(preprocessing)),
     }
 
 

@@ -87,6 +87,7 @@ class RunData:
     def batches(self, split: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(float32 model input, int labels) batches of `split`, unaugmented, in order."""
         from cnnbuilder.data import make_pipeline
+        from cnnbuilder.data.preprocess import normalization_args
 
         data = self.dataset()
         examples = getattr(data, split)
@@ -94,7 +95,7 @@ class RunData:
             raise ExportError(f"The dataset {self.name} has no {split} split to check the export on.")
         pipeline = make_pipeline(examples, input_shape=self.preprocessing["input_shape"],
                                  batch_size=_BATCH_SIZE, training=False,
-                                 normalization=self.preprocessing["normalization"])
+                                 **normalization_args(self.preprocessing))
         for images, labels in pipeline:
             yield images.numpy(), labels.numpy()
 

@@ -32,7 +32,7 @@ from cnnbuilder.training import commit, distribution, rundir
 from cnnbuilder.training.callbacks import schedule_callbacks
 from cnnbuilder.training.freeze import FineTuning
 from cnnbuilder.training.optimizers import compile_model, loss_and_metrics
-from cnnbuilder.training.settings import RunSettings, steps_per_epoch
+from cnnbuilder.training.settings import RunSettings, run_normalization, steps_per_epoch
 
 
 @dataclass
@@ -93,7 +93,7 @@ class Job:
         if self.data.train is None:
             raise DataError(f"the dataset {self.data.name} has no training split.")
         common = dict(input_shape=self.settings.input_shape, batch_size=self.config.batch_size,
-                      seed=self.settings.seed, normalization=self.settings.normalization)
+                      seed=self.settings.seed, **self.settings.normalization_args())
         return {
             "train": make_pipeline(self.data.train, training=True,
                                    augment=list(self.settings.augment), **common),
@@ -127,10 +127,13 @@ class Job:
 
 def prepare(recipe_or_model, data: Dataset, *, params: dict | None = None, input_shape=None,
             training: dict | None = None, seed: int = 0, mixed_precision: bool = False,
-            jit: bool = False, weights=None, freeze=None) -> Job:
+            jit: bool = False, weights=None, freeze=None, statistics=None) -> Job:
     """A checked `Job`: the recipe (or Keras model), data and training settings.
 
     `training` overrides the recipe's `training:` section (see `RunSettings.create`).
+    The input normalization follows the weights, else the recipe (`run_normalization`);
+    a ``dataset`` normalization reads the training split once for its channel
+    statistics unless the weights' run or `statistics` (mean, std) give them.
     Nothing is built, compiled or written.
     """
     settings = RunSettings.create(recipe_or_model, data, params=params, input_shape=input_shape,
@@ -138,8 +141,10 @@ def prepare(recipe_or_model, data: Dataset, *, params: dict | None = None, input
                                   jit=jit)
     fine_tuning = FineTuning.create(recipe_or_model, weights, freeze, params=params,
                                     input_shape=settings.input_shape)
-    if fine_tuning.normalization:  # the weights expect their own input scaling
-        settings = dataclasses.replace(settings, normalization=fine_tuning.normalization)
+    normalization = run_normalization(
+        recipe_or_model, data, settings.input_shape, weights_mode=fine_tuning.normalization,
+        statistics=fine_tuning.statistics or statistics)
+    settings = dataclasses.replace(settings, **normalization)
     return Job(settings, data, source=recipe_or_model, fine_tuning=fine_tuning)
 
 
@@ -189,7 +194,8 @@ def train(recipe_or_model, dataset="digits", *, output=None, training: dict | No
         optimizer=optimizer, schedule=schedule, weight_decay=weight_decay).items() if v is not None}}
     job = prepare(recipe_or_model, data, params=params, input_shape=input_shape,
                   training=overrides, seed=seed, mixed_precision=mixed_precision, jit=jit,
-                  weights=weights, freeze=freeze)
+                  weights=weights, freeze=freeze,
+                  statistics=None if overwrite else _recorded_statistics(output))
     _warn_on_crashing_layers(recipe_or_model)
     if output is None:
         return _run(job, None, None, verbose=verbose, started=started, tensorboard=False)
@@ -268,6 +274,26 @@ def _open_run_directory(directory: Path, job: Job, overwrite: bool, data_options
                              check=commit.check_resumable)
     (directory / rundir.RESUME_DIR).mkdir(exist_ok=True)
     return commit.resumable_state(directory)
+
+
+def _recorded_statistics(output) -> tuple | None:
+    """(mean, std) of the ``dataset`` normalization recorded by an unfinished run in
+    `output`: a resumed run goes on with them rather than computing them again (its
+    identity, which holds them, must still match)."""
+    try:  # an unreadable record is reported where the run directory is opened
+        record = None if output is None else rundir.read_json(Path(output) / rundir.RUN)
+    except RunError:
+        return None
+    preprocessing = (record or {}).get("preprocessing")
+    if not isinstance(preprocessing, dict) or preprocessing.get("normalization") != "dataset":
+        return None
+    from cnnbuilder.data.preprocess import check_preprocessing_config
+
+    try:
+        config = check_preprocessing_config(preprocessing)
+    except DataError:  # a damaged record: computed afresh, and the identity then differs
+        return None
+    return tuple(config["mean"]), tuple(config["std"])
 
 
 def _resumed_model(directory: Path, state: dict) -> keras.Model:

@@ -4,8 +4,9 @@
 the weights exist, the frozen stages are the recipe's, and the input normalization is
 the one the weights were trained with (`cnnbuilder.model.loading.weights_normalization`:
 the recipe's `metadata.preprocessing` for ImageNet weights, the run's record for a run
-directory), which then goes into `RunSettings.normalization` and from there into the
-training and evaluation pipelines, run.json and the exported signature. Its `identity`
+directory, with the run's recorded channel statistics when that is ``dataset``), which
+then goes into `RunSettings.normalization` and from there into the training and
+evaluation pipelines, run.json and the exported signature. Its `identity`
 joins the run's settings, so a rerun resumes only with the same weights and freezing.
 
 The two-phase recipe of Keras' transfer-learning guide is two runs::
@@ -17,6 +18,7 @@ The two-phase recipe of Keras' transfer-learning guide is two runs::
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,8 @@ class FineTuning:
     freeze: tuple | None = None
     # The normalization the weights expect; None: the run's own default.
     normalization: str | None = None
+    # (mean, std) of a `dataset` normalization: the weights' run's, never recomputed.
+    statistics: tuple | None = None
 
     @classmethod
     def create(cls, recipe_or_model, weights=None, freeze=None, *, params=None,
@@ -67,7 +71,9 @@ class FineTuning:
             plan = recipe.plan(input_shape=shape, **(params or {}))
             sections = [s.stage if s.section == "stage" else s.section for s in plan.steps]
             check_freeze(list(dict.fromkeys(sections)), names, recipe.name)
-        return cls(weights, names, weights_normalization(weights, recipe))
+        normalization = weights_normalization(weights, recipe)
+        statistics = _recorded_statistics(weights) if normalization == "dataset" else None
+        return cls(weights, names, normalization, statistics)
 
     def identity(self) -> dict:
         """What a rerun must match besides `RunSettings.identity` (None: not used)."""
@@ -76,6 +82,21 @@ class FineTuning:
     def apply(self, model: keras.Model) -> tuple:
         """Freeze `model`'s stages (before it is compiled); the frozen stages."""
         return freeze(model, self.freeze)
+
+
+def _recorded_statistics(weights: str) -> tuple:
+    """(mean, std) of the ``dataset`` preprocessing record in the run.json of the run
+    directory `weights` (or beside its model.keras)."""
+    from cnnbuilder.data.preprocess import check_preprocessing_config
+
+    path = Path(weights)
+    record = path / "run.json" if path.is_dir() else path.parent / "run.json"
+    try:
+        config = check_preprocessing_config(json.loads(record.read_text())["preprocessing"])
+    except Exception as exc:  # noqa: BLE001 - unreadable, or not a dataset record
+        raise WeightsError(f"{record}: its dataset preprocessing record cannot be read "
+                           f"({exc}).") from None
+    return tuple(config["mean"]), tuple(config["std"])
 
 
 __all__ = ["FineTuning"]

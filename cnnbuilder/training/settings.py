@@ -2,7 +2,10 @@
 
 The settings come from the recipe's `training:` section (the paper's training) with the
 caller's overrides on top; the dataset decides the default augmentation only where the
-recipe's would be wrong for it (see `DATASET_AUGMENTATION`).
+recipe's would be wrong for it (see `DATASET_AUGMENTATION`). The input normalization
+(`run_normalization`) is the one the starting weights were trained with, else the
+recipe's ``metadata.preprocessing: dataset`` (the training split's channel statistics,
+computed once and recorded), else [0, 1].
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import keras
 
 from cnnbuilder.data import Dataset
 from cnnbuilder.data import preprocessing_config
+from cnnbuilder.data.preprocess import DATASET
+from cnnbuilder.data.statistics import channel_statistics
 from cnnbuilder.errors import DataError, RecipeError
 from cnnbuilder.recipe.training import TrainingConfig, training_config
 from cnnbuilder.recipe.training_plan import DATASET_AUGMENTATION
@@ -49,8 +54,11 @@ class RunSettings:
     mixed_precision: bool
     jit: bool
     # How pixels are scaled after resizing (cnnbuilder.data.preprocess): the training
-    # pipeline and the exported signature both read it from here.
+    # pipeline and the exported signature both read it from here; `mean` and `std` are
+    # the `dataset` mode's channel statistics of the training split.
     normalization: str = "unit"
+    mean: tuple | None = None
+    std: tuple | None = None
 
     @classmethod
     def create(cls, recipe_or_model, data: Dataset, *, params: dict | None = None,
@@ -94,7 +102,15 @@ class RunSettings:
             "recipe": self.recipe_name, "params": self.recipe_params,
             "input_shape": list(self.input_shape), "dataset": self.dataset,
             "training": self.config.to_dict(), "augment": list(self.augment), "seed": self.seed,
+            "normalization": self.normalization_args(),
         }
+
+    def normalization_args(self) -> dict:
+        """The normalization keywords of `make_pipeline` and `preprocess` for this run."""
+        if self.normalization != DATASET:
+            return {"normalization": self.normalization}
+        return {"normalization": self.normalization, "mean": list(self.mean),
+                "std": list(self.std)}
 
     def record(self) -> dict:
         """What run.json holds besides the identity: what serving and resuming need."""
@@ -105,11 +121,35 @@ class RunSettings:
             "classes": self.classes,
             # Everything serving needs to turn a raw uint8 image into this model's input
             # (read back by cnnbuilder.data.preprocess_from_config).
-            "preprocessing": preprocessing_config(self.input_shape, self.normalization),
+            "preprocessing": preprocessing_config(self.input_shape, **self.normalization_args()),
             "mixed_precision": self.mixed_precision,
             "jit": self.jit,
             "versions": {"keras": keras.__version__, "tensorflow": tf.__version__},
         }
+
+
+def run_normalization(recipe_or_model, data: Dataset, input_shape, *, weights_mode=None,
+                      statistics=None) -> dict:
+    """The `RunSettings` fields normalization, mean and std of a run.
+
+    `weights_mode` is the normalization the starting weights were trained with
+    (`FineTuning.normalization`); without one, a recipe whose ``metadata.preprocessing`` is
+    ``dataset`` normalizes with the training split's channel statistics, anything else
+    (a Keras model, a recipe of pretrained weights trained from scratch) keeps [0, 1].
+    `statistics` (mean, std), where known (the weights' run, the run being resumed), are
+    reused rather than computed again from `data`.
+    """
+    mode = weights_mode
+    if mode is None and not isinstance(recipe_or_model, keras.Model):
+        mode = DATASET if load_recipe(recipe_or_model).metadata.get("preprocessing") == DATASET else None
+    if mode != DATASET:
+        return {"normalization": mode or "unit", "mean": None, "std": None}
+    if statistics is None:
+        if data.train is None:
+            raise DataError(f"the dataset {data.name} has no training split.")
+        statistics = channel_statistics(data.train, input_shape)
+    mean, std = statistics
+    return {"normalization": DATASET, "mean": tuple(mean), "std": tuple(std)}
 
 
 def _with_dropout(recipe, config: TrainingConfig, params: dict) -> dict:

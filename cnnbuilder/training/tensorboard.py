@@ -74,7 +74,7 @@ def tensorboard_callbacks(log_dir, job, *, initial_epoch: int = 0) -> list:
     fresh = make_pipeline(job.data.train, training=True, augment=list(settings.augment),
                           input_shape=settings.input_shape,
                           batch_size=min(job.config.batch_size, _IMAGES_SHOWN),
-                          seed=settings.seed, normalization=settings.normalization)
+                          seed=settings.seed, **settings.normalization_args())
     images, _ = next(iter(fresh))
     log_dir = Path(log_dir)
     return [
