@@ -108,7 +108,7 @@ METADATA_DOCS = {
     "macs": "Expected multiply-adds per image.",
     "min_input": "Smallest height and width `build` accepts (as `keras.applications`).",
     "notes": "Free text: deviations from the paper, implementation choices.",
-    "preprocessing": "Input normalization its pretrained weights expect (`caffe`, `torch`, `tf`: the keras.applications module's `preprocess_input`); runs that start from them use it (docs/fine_tuning.md).",
+    "preprocessing": "Input normalization: with pretrained weights the one they expect (`caffe`, `torch`, `tf`: the keras.applications module's `preprocess_input`), used by runs that start from them; without, `dataset` (the training split's per-channel mean and std, computed once and recorded in run.json) as the papers normalize; also `unit` ([0, 1]). Any other value is an error (docs/fine_tuning.md).",
     "reported": "The paper's published result: `{dataset, error, top5_error, source, notes}` "
                 "(errors in %); `benchmarks/reproduce.py` prints it beside its own.",
 }
