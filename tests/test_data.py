@@ -110,25 +110,31 @@ def test_eval_pipeline_is_preprocess(digits):
     assert np.array_equal(x, expected)
 
 
-@pytest.mark.parametrize("normalization", ["tf", "torch", "caffe"])
+@pytest.mark.parametrize("normalization", ["tf", "torch", "caffe", "dataset"])
 def test_pipeline_normalizes_after_augmenting(digits, normalization):
+    # The dataset mode's training-split statistics (any positive values do here).
+    stats = {"mean": [0.2, 0.3, 0.4], "std": [0.3, 0.2, 0.1]} if normalization == "dataset" else {}
+
     def first(augment, mode):
         return first_batch(make_pipeline(
             digits.train, input_shape=(32, 32, 3), batch_size=32, training=True,
-            augment=augment, seed=1, normalization=mode,
+            augment=augment, seed=1, normalization=mode, **(stats if mode == normalization else {}),
         ))[0]
 
     evaluation, _ = first_batch(make_pipeline(
         digits.test, input_shape=(32, 32, 3), batch_size=16, training=False,
-        normalization=normalization,
+        normalization=normalization, **stats,
     ))
     assert np.array_equal(
-        evaluation, preprocess(digits.test[0][:16], (32, 32, 3), normalization=normalization)
+        evaluation, preprocess(digits.test[0][:16], (32, 32, 3), normalization=normalization,
+                               **stats)
     )
     # Augmented in [0, 1] (zero padding is black), then normalized like preprocess does.
     unit = first(["crop"], "unit")
-    black = preprocess(np.zeros((1, 1, 3), np.uint8), (1, 1, 3), normalization=normalization)
-    white = preprocess(np.full((1, 1, 3), 255, np.uint8), (1, 1, 3), normalization=normalization)
+    black = preprocess(np.zeros((1, 1, 3), np.uint8), (1, 1, 3), normalization=normalization,
+                       **stats)
+    white = preprocess(np.full((1, 1, 3), 255, np.uint8), (1, 1, 3), normalization=normalization,
+                       **stats)
     expected = black.numpy() + unit * (white.numpy() - black.numpy())
     np.testing.assert_allclose(first(["crop"], normalization), expected, rtol=1e-5, atol=1e-4)
 

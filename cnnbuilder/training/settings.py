@@ -144,6 +144,8 @@ def run_normalization(recipe_or_model, data: Dataset, input_shape, *, weights_mo
         mode = DATASET if load_recipe(recipe_or_model).metadata.get("preprocessing") == DATASET else None
     if mode != DATASET:
         return {"normalization": mode or "unit", "mean": None, "std": None}
+    if statistics is not None and len(statistics[0]) != input_shape[2]:
+        statistics = None  # recorded for another input (the resume is then refused)
     if statistics is None:
         if data.train is None:
             raise DataError(f"the dataset {data.name} has no training split.")
