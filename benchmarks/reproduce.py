@@ -43,7 +43,8 @@ def reproduce(recipe_name: str, *, dataset: str | None = None, data_dir=None, ep
     dataset = dataset or papers_dataset(recipe)
     training = {"epochs": epochs} if epochs else {}
     report = describe(recipe.training, name=recipe.name, overrides=training,
-                      dataset=dataset.split(":", 1)[-1] if dataset.startswith("tfds:") else dataset)
+                      dataset=dataset.split(":", 1)[-1] if dataset.startswith("tfds:") else dataset,
+                      normalization=recipe.scratch_normalization)
     print(f"{recipe.name} on {dataset}, trained as {report['source']}: "
           f"{report['length']} {report['unit']}, batch {report['batch_size']}")
     for line in report["departures"]:

@@ -168,7 +168,8 @@ def show_training(recipe, args) -> int:
         steps = steps_per_epoch(load_dataset(args.dataset), config.batch_size)
     report = describe(recipe.training, name=recipe.name, where="--training",
                       overrides=parse_assignments(args.training, "--training"),
-                      dataset=args.dataset or "", steps_per_epoch=steps)
+                      dataset=args.dataset or "", steps_per_epoch=steps,
+                      normalization=recipe.scratch_normalization)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

@@ -265,3 +265,12 @@ def test_a_bad_set_value_is_reported_where_the_user_wrote_it(capsys):
     code, _, err = run(capsys, "show", "densenet121", "--set", "growth_rate=0")
     assert_one_paragraph_error(code, err, "--set growth_rate=0")
     assert "stem" not in err  # not the derived layer size it would have broken
+
+
+def test_show_training_names_the_preprocessing_a_run_from_scratch_uses(capsys):
+    import json
+
+    for recipe, expected in (("resnet20", "dataset"), ("resnet50", "unit")):
+        code, out, _ = run(capsys, "show", recipe, "--training", "--json")
+        assert code == 0
+        assert json.loads(out)["preprocessing"] == expected, recipe

@@ -98,6 +98,13 @@ class Recipe:
         return dict(self.default_plan.params)
 
     @property
+    def scratch_normalization(self) -> str:
+        """How a run of this recipe from random weights scales its inputs: ``dataset``
+        (the training split's channel statistics) where ``metadata.preprocessing`` says
+        so, else ``unit`` ([0, 1]; the keras.applications modes belong to their weights)."""
+        return "dataset" if self.metadata.get("preprocessing") == "dataset" else "unit"
+
+    @property
     def family(self) -> str:
         return self.metadata.get("family", "")
 

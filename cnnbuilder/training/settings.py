@@ -141,7 +141,7 @@ def run_normalization(recipe_or_model, data: Dataset, input_shape, *, weights_mo
     """
     mode = weights_mode
     if mode is None and not isinstance(recipe_or_model, keras.Model):
-        mode = DATASET if load_recipe(recipe_or_model).metadata.get("preprocessing") == DATASET else None
+        mode = load_recipe(recipe_or_model).scratch_normalization
     if mode != DATASET:
         return {"normalization": mode or "unit", "mean": None, "std": None}
     if statistics is not None and len(statistics[0]) != input_shape[2]:
