@@ -1,0 +1,71 @@
+"""Command-line argument values: `--set`/`--training` assignments, shapes, positive
+numbers, augmentation lists. Each turns a malformed value into a `UsageError` (or an
+argparse error) naming the option."""
+
+from __future__ import annotations
+
+import argparse
+
+import yaml
+
+from cnnbuilder.errors import UsageError
+
+
+def parse_assignments(items: list[str] | None, option: str = "--set") -> dict:
+    """`--set growth_rate=12 --set blocks=[6,12,32,32]` -> {"growth_rate": 12, ...}
+    (values are read as YAML: numbers, true/false, lists)."""
+    values = {}
+    example = "growth_rate=12" if option == "--set" else "learning_rate=0.01"
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{option} expects NAME=VALUE (for example {option} {example}), got {item!r}.")
+        try:
+            values[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise UsageError(f"{option} {key}: cannot read the value {text!r} (write numbers, true/false or [1, 2, 3]).") from None
+    return values
+
+
+def parse_shape(text: str | None) -> tuple | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(None if p.strip().lower() in ("none", "") else int(p) for p in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or any(d is not None and d < 1 for d in shape):
+        raise UsageError(f"--input-shape expects HEIGHT,WIDTH,CHANNELS such as 32,32,3; got {text!r}.")
+    return shape
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def parse_augment(text: str | None):
+    if text is None:
+        return None
+    names = [] if text.strip().lower() == "none" else [p.strip() for p in text.split(",") if p.strip()]
+    from cnnbuilder.recipe.training import AUGMENTATIONS
+
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise UsageError(f"--augment: unknown augmentation {unknown[0]!r}; use a comma-separated list of {', '.join(AUGMENTATIONS)}, or none.")
+    return names
