@@ -127,10 +127,15 @@ class HyperRecipe(kt.HyperModel):
     def job(self, params: dict, training: dict, data: Dataset | None = None) -> engine.Job:
         """The engine's job of one trial (fixed values included), on `data` (default: the
         HyperRecipe's). Raises RecipeError when the recipe rejects the values."""
-        return engine.prepare(self.recipe, data if data is not None else self.data,
-                                params={**self.fixed_params, **params},
-                                input_shape=self.input_shape,
-                                training=self.training_settings(training), seed=self.seed)
+        data = data if data is not None else self.data
+        # Without the data there are no statistics to normalize with: the stand-in job only
+        # builds and compiles, and `fit` prepares the trial again on the real data.
+        channels = int(self.input_shape[-1])
+        neutral = ((0.0,) * channels, (1.0,) * channels) if data.name == _UNKNOWN else None
+        return engine.prepare(self.recipe, data, params={**self.fixed_params, **params},
+                              input_shape=self.input_shape,
+                              training=self.training_settings(training), seed=self.seed,
+                              statistics=neutral)
 
     def check(self, params: dict, training: dict | None = None) -> str | None:
         """None when the values give a valid network and settings, else the recipe's reason."""
@@ -190,11 +195,14 @@ def _is_batched(x) -> bool:
             or isinstance(x, keras.utils.PyDataset))
 
 
+_UNKNOWN = "unknown"  # the name of the stand-in dataset of a HyperRecipe given no data
+
+
 def _unknown_data(input_shape, classes: int) -> Dataset:
     """A dataset of `classes` classes and no examples: what the engine's settings need
     when the data is not known yet (its steps per epoch are the engine's default)."""
     height, width, channels = (int(d) if d else 1 for d in input_shape)
     empty = (np.zeros((0, height, width, channels), np.uint8), np.zeros((0,), np.int64))
-    return Dataset(name="unknown", class_names=[str(i) for i in range(classes)],
+    return Dataset(name=_UNKNOWN, class_names=[str(i) for i in range(classes)],
                    image_shape=(height, width, channels), train=empty, validation=empty,
                    test=empty)
