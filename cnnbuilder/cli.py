@@ -26,6 +26,7 @@ BAD_INPUT, INTERNAL_FAILURE, INTERRUPTED = 2, 1, 130
 
 
 def cmd_train(args) -> int:
+    """`cnnbuilder train`: `cnnbuilder.train` with the flags, then a two-line summary."""
     from cnnbuilder.training import train
 
     result = train(
@@ -51,6 +52,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_tune(args) -> int:
+    """`cnnbuilder tune`: `cnnbuilder.tune` with the flags, then the search's summary."""
     from cnnbuilder.tuning import tune
 
     result = tune(
@@ -83,6 +85,7 @@ def cmd_tune(args) -> int:
 
 
 def cmd_export(args) -> int:
+    """`cnnbuilder export`: `cnnbuilder.export`, then a summary of what was written."""
     from cnnbuilder.serving.exporting import export, format_export_summary
 
     path = export(args.source, args.output, format=args.format, quantize=args.quantize,
@@ -94,6 +97,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    """`cnnbuilder predict`: every readable image predicted; exit 2 when some were not."""
     import json
 
     from cnnbuilder.serving.prediction import format_predictions, predict
@@ -107,6 +111,7 @@ def cmd_predict(args) -> int:
 
 
 def add_dataset_arguments(p) -> None:
+    """The dataset, output and common training flags of `train`."""
     p.add_argument("--dataset", default="digits",
                    help="digits (embedded, default), tfds:NAME or folder:PATH")
     p.add_argument("--data-dir", help="tensorflow-datasets data directory")
@@ -123,6 +128,7 @@ def add_dataset_arguments(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command (each accepts `--debug`)."""
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show the traceback of a failure")
@@ -268,6 +274,7 @@ def _one_paragraph(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit status (0, 1 internal failure, 2 bad input, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     debug = getattr(args, "debug", False)
     if args.command != "list":

@@ -28,6 +28,7 @@ def parse_assignments(items: list[str] | None, option: str = "--set") -> dict:
 
 
 def parse_shape(text: str | None) -> tuple | None:
+    """`--input-shape 32,32,3` as a tuple (`none` for an unknown size)."""
     if text is None:
         return None
     try:
@@ -40,6 +41,7 @@ def parse_shape(text: str | None) -> tuple | None:
 
 
 def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
     try:
         value = int(text)
     except ValueError:
@@ -50,6 +52,7 @@ def positive_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
+    """An argparse type: a number > 0."""
     try:
         value = float(text)
     except ValueError:
@@ -60,6 +63,7 @@ def positive_float(text: str) -> float:
 
 
 def parse_augment(text: str | None):
+    """`--augment crop,flip` (or `none`) as a list of known augmentations."""
     if text is None:
         return None
     names = [] if text.strip().lower() == "none" else [p.strip() for p in text.split(",") if p.strip()]

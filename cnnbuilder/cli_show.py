@@ -8,6 +8,7 @@ from cnnbuilder.errors import UsageError
 
 
 def cmd_list(args) -> int:
+    """`cnnbuilder list [PATTERN]`: one line per recipe (name, family, params, input, reference)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -42,6 +43,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
+    """`cnnbuilder show RECIPE`: the per-stage table (and `--plot`, or `--training`)."""
     from cnnbuilder.zoo import load_recipe
 
     recipe = load_recipe(args.recipe)

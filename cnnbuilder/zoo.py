@@ -38,6 +38,7 @@ def list_recipes(pattern: str = "*") -> list[str]:
 
 
 def recipe_path(name: str) -> Path:
+    """The file of a shipped recipe; a RecipeError with did-you-mean for an unknown name."""
     names = _names()
     if name in names:
         return names[name]

@@ -24,6 +24,7 @@ def strategy():
 
 
 def mixed_policy() -> str:
+    """The mixed-precision policy of this machine's devices."""
     # float16 needs a GPU to pay off; bfloat16 is the mixed type CPUs support.
     return "mixed_float16" if _gpus() else "mixed_bfloat16"
 
