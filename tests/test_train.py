@@ -474,3 +474,15 @@ def test_reproduce_trains_as_the_paper_and_prints_the_published_error(tmp_path, 
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["training"]["nesterov"] is False and run["training"]["weight_decay_mode"] == "l2"
     assert run["training"]["epochs"] == 1 and run["dataset"] == "tfds:cifar10"
+
+
+def test_stop_at_step_ends_training_inside_the_epoch_where_the_paper_stops():
+    from cnnbuilder.training.callbacks import StopAtStep
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
+    x, y = np.zeros((40, 4), "float32"), np.zeros((40,), "int64")
+    model.fit(x, y, batch_size=10, epochs=3, verbose=0,  # 4 steps an epoch
+              callbacks=[StopAtStep(6, steps_per_epoch=4)])
+    assert int(model.optimizer.iterations.numpy()) == 6

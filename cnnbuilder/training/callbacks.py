@@ -46,14 +46,21 @@ class WarmupUntilError(keras.callbacks.Callback):
 
 class StopAtStep(keras.callbacks.Callback):
     """Stops training after `total_steps` optimizer steps (the paper's last iteration when
-    it falls inside an epoch)."""
+    it falls inside an epoch). The step counter is read (a device-to-host copy) only in the
+    epoch where the stop can fall, given `steps_per_epoch`."""
 
-    def __init__(self, total_steps: int):
+    def __init__(self, total_steps: int, steps_per_epoch: int | None = None):
         super().__init__()
         self.total_steps = int(total_steps)
+        self.steps_per_epoch = steps_per_epoch
+        self._watching = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.steps_per_epoch:
+            self._watching = (epoch + 1) * self.steps_per_epoch >= self.total_steps
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) >= self.total_steps:
+        if self._watching and int(self.model.optimizer.iterations.numpy()) >= self.total_steps:
             self.model.stop_training = True
 
 
@@ -70,7 +77,7 @@ def schedule_callbacks(config: TrainingConfig, plan: Layout) -> list:
             patience=config.plateau_patience, verbose=0,
             min_lr=config.learning_rate * config.step_factor ** config.plateau_reductions))
     if plan.total_steps < plan.epochs * plan.steps_per_epoch:
-        callbacks.append(StopAtStep(plan.total_steps))
+        callbacks.append(StopAtStep(plan.total_steps, plan.steps_per_epoch))
     return callbacks
 
 
