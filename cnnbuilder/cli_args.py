@@ -40,26 +40,26 @@ def parse_shape(text: str | None) -> tuple | None:
     return shape
 
 
+def _positive(text: str, convert, what: str):
+    """`text` converted by `convert` when the result is above 0, else an argparse error
+    saying what was expected."""
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive {what}, got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+    return _positive(text, int, "integer")
 
 
 def positive_float(text: str) -> float:
     """An argparse type: a number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
+    return _positive(text, float, "number")
 
 
 def parse_augment(text: str | None):
