@@ -21,11 +21,11 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from cnnbuilder.data.preprocess import check_input_shape, preprocess
+from cnnbuilder.data.preprocess import DATASET, check_input_shape, check_preprocessing_config, preprocess
 from cnnbuilder.data.splits import Split
 from cnnbuilder.errors import DataError
 
-__all__ = ["channel_statistics"]
+__all__ = ["channel_statistics", "recorded_statistics"]
 
 # Images converted at once: bounds the float32 copy of a large in-memory split.
 _CHUNK = 512
@@ -103,3 +103,13 @@ def _batches(split: Split, input_shape: tuple):
     x = np.asarray(split[0])
     for start in range(0, len(x), _CHUNK):
         yield preprocess(x[start:start + _CHUNK], input_shape).numpy()
+
+
+def recorded_statistics(record) -> tuple[tuple, tuple]:
+    """(mean, std) of a run's ``dataset`` preprocessing record (run.json's
+    ``"preprocessing"``), checked field by field; a DataError when it is not one."""
+    config = check_preprocessing_config(record)
+    if config.get("normalization") != DATASET:
+        raise DataError(f"the preprocessing record normalizes with "
+                        f"{config.get('normalization')!r}, not the dataset statistics.")
+    return tuple(config["mean"]), tuple(config["std"])

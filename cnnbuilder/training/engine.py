@@ -285,15 +285,14 @@ def _recorded_statistics(output) -> tuple | None:
     except RunError:
         return None
     preprocessing = (record or {}).get("preprocessing")
-    if not isinstance(preprocessing, dict) or preprocessing.get("normalization") != "dataset":
+    if not isinstance(preprocessing, dict):
         return None
-    from cnnbuilder.data.preprocess import check_preprocessing_config
+    from cnnbuilder.data.statistics import recorded_statistics
 
     try:
-        config = check_preprocessing_config(preprocessing)
-    except DataError:  # a damaged record: computed afresh, and the identity then differs
-        return None
-    return tuple(config["mean"]), tuple(config["std"])
+        return recorded_statistics(preprocessing)
+    except DataError:  # another normalization, or a damaged record: computed afresh (and
+        return None    # a damaged one then fails the identity check)
 
 
 def _resumed_model(directory: Path, state: dict) -> keras.Model:

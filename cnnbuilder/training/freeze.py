@@ -87,16 +87,15 @@ class FineTuning:
 def _recorded_statistics(weights: str) -> tuple:
     """(mean, std) of the ``dataset`` preprocessing record in the run.json of the run
     directory `weights` (or beside its model.keras)."""
-    from cnnbuilder.data.preprocess import check_preprocessing_config
+    from cnnbuilder.data.statistics import recorded_statistics
 
     path = Path(weights)
     record = path / "run.json" if path.is_dir() else path.parent / "run.json"
     try:
-        config = check_preprocessing_config(json.loads(record.read_text())["preprocessing"])
+        return recorded_statistics(json.loads(record.read_text())["preprocessing"])
     except Exception as exc:  # noqa: BLE001 - unreadable, or not a dataset record
         raise WeightsError(f"{record}: its dataset preprocessing record cannot be read "
                            f"({exc}).") from None
-    return tuple(config["mean"]), tuple(config["std"])
 
 
 __all__ = ["FineTuning"]
