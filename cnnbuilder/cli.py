@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cnnbuilder.cli_backend import add_backend_arguments, join_processes, select_backend, supervise
 from cnnbuilder.cli_args import (parse_assignments, parse_augment, parse_shape, positive_float,
                                  positive_int)
 from cnnbuilder.cli_show import cmd_list, cmd_show
@@ -26,8 +27,10 @@ BAD_INPUT, INTERNAL_FAILURE, INTERRUPTED = 2, 1, 130
 
 
 def cmd_train(args) -> int:
-    """`cnnbuilder train`: `cnnbuilder.train` with the flags, then a two-line summary."""
-    from cnnbuilder.training import train
+    """`cnnbuilder train`: `cnnbuilder.train` with the flags, then a two-line summary (from
+    process 0 only, in a multi-process run)."""
+    join_processes(args)
+    from cnnbuilder.training import distribution, train
 
     result = train(
         args.recipe, args.dataset, output=args.output, training=parse_assignments(args.training, "--training"),
@@ -41,6 +44,10 @@ def cmd_train(args) -> int:
         skip_bad_images=args.skip_bad_images, weights=args.weights, freeze=args.freeze,
     )
     metrics = result.metrics
+    if not distribution.is_writer():
+        print(f"process {distribution.process_index()}: trained with process 0, which wrote "
+              f"{result.output}/.")
+        return 0
     if metrics.get("skipped_images"):
         print(f"{metrics['skipped_images']} images of the dataset could not be used and were "
               f"left out (listed in {result.output}/run.json).")
@@ -179,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze", metavar="backbone|STAGE,...",
                    help="keep these stages frozen (weights unchanged, BatchNorm in inference "
                         "mode): backbone (all but the head) or stage names, e.g. stem,conv2")
+    add_backend_arguments(p)
     p.set_defaults(run=cmd_train)
 
     p = commands.add_parser("tune", help="search the recipe's tune: space with KerasTuner (resumable, distributed)")
@@ -211,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a finished search in DIR")
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
                    help="do not log the trials to DIR/logs/ (TensorBoard's HParams dashboard)")
+    add_backend_arguments(p, processes=False)  # a search spreads with KerasTuner's workers
     p.set_defaults(run=cmd_tune)
 
     p = commands.add_parser("export", help="export a run or .keras model as a SavedModel, LiteRT or ONNX file")
@@ -275,11 +284,37 @@ def _one_paragraph(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; its exit status (0, 1 internal failure, 2 bad input, 130 interrupted)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    status = _run_command(args, argv)
+    if status and _in_multiprocess_run():
+        # JAX's exit handler waits for the other processes, which may be gone or waiting
+        # for this one: leave now, with the message out.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        import os
+
+        os._exit(status)
+    return status
+
+
+def _in_multiprocess_run() -> bool:
+    """Whether this process joined other processes (`jax.distributed`)."""
+    jax = sys.modules.get("jax")
+    return jax is not None and jax.distributed.is_initialized()
+
+
+def _run_command(args, argv: list[str]) -> int:
+    """`args.run(args)`, every failure turned into one paragraph and an exit status (a
+    multi-process `train` runs under a supervisor: `cli_backend.supervise`)."""
     debug = getattr(args, "debug", False)
-    if args.command != "list":
-        _import_tensorflow_quietly()
     try:
+        select_backend(getattr(args, "backend", None))
+        supervised = supervise(args, argv) if args.command == "train" else None
+        if supervised is not None:
+            return supervised
+        if args.command != "list":
+            _import_tensorflow_quietly()
         # Recipe messages name a param given on the command line as `--set NAME=VALUE`.
         with overrides_from("--set"):
             return args.run(args)

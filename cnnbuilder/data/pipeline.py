@@ -41,6 +41,7 @@ def make_pipeline(
     normalization: str = "unit",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    shard: tuple[int, int, int] | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 model input shaped like `input_shape`, int labels).
 
@@ -58,6 +59,10 @@ def make_pipeline(
         normalization: the `preprocess` normalization mode (``unit``: [0, 1]).
         mean, std: the ``dataset`` mode's per-channel statistics (on the [0, 1] scale,
             `cnnbuilder.data.statistics.channel_statistics` of the training split).
+        shard: (process index, processes, devices per process) of a run whose batches
+            are split over several devices (`cnnbuilder.training.distribution.data_shard`):
+            of every batch, this process keeps its devices' rows, an equal number per
+            device, in the batch's order (`shard_batches`).
 
     Returns:
         A prefetching ``tf.data.Dataset``.
@@ -83,7 +88,33 @@ def make_pipeline(
                 lambda images, labels: (normalize(images, normalization, **stats), labels),
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
+    if shard is not None:
+        batches = shard_batches(batches, *shard)
     return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def shard_batches(batches: tf.data.Dataset, index: int, processes: int,
+                  devices_per_process: int) -> tf.data.Dataset:
+    """This process's rows of every (images, labels) batch of a data-parallel run.
+
+    A batch of b rows over D = processes × devices_per_process devices gives each device
+    b // D rows, in order: process `index` keeps rows [index·s, (index+1)·s) with
+    s = (b // D) · devices_per_process, the slice a single process would feed those
+    devices. The last b mod D rows of a short last batch are left out (fewer than D
+    examples per split), and a batch with fewer rows than devices is dropped, the same on
+    every process. Every process reads the whole global batch: the augmentation of a batch
+    is drawn for all of its rows at once, so each process must see all of them to apply
+    exactly what one process would.
+    """
+    devices = processes * devices_per_process
+
+    def rows(images, labels):
+        per_process = (tf.shape(images)[0] // devices) * devices_per_process
+        start = index * per_process
+        return images[start:start + per_process], labels[start:start + per_process]
+
+    return batches.map(rows, num_parallel_calls=tf.data.AUTOTUNE).filter(
+        lambda images, labels: tf.shape(images)[0] > 0)
 
 
 def _convert_batch(input_shape, normalization: str, stats: dict):

@@ -2,12 +2,28 @@
 
 `prepare` checks a recipe (or Keras model), its data and training settings into a `Job`;
 `Job.build`, `Job.compile`, `Job.fit` and `Job.evaluate` are the steps every caller
-takes; `train` adds the resumable run directory (`rundir`, `commit`).
+takes; `train` adds the resumable run directory (`rundir`, `commit`); `multihost` joins
+the processes of a run over several hosts.
+
+The names below load on first use, so `cnnbuilder.training.multihost` (read by the
+command line before it picks the Keras backend) imports no Keras.
 """
 
-from cnnbuilder.training.engine import Job, TrainResult, prepare, train
-from cnnbuilder.training.optimizers import compile_model, learning_rate_schedule, make_optimizer
-from cnnbuilder.training.settings import RunSettings, default_augment, steps_per_epoch
+import importlib
 
-__all__ = ["Job", "RunSettings", "TrainResult", "compile_model", "default_augment",
-           "learning_rate_schedule", "make_optimizer", "prepare", "steps_per_epoch", "train"]
+_EXPORTS = {
+    "Job": "engine", "TrainResult": "engine", "prepare": "engine", "train": "engine",
+    "compile_model": "optimizers", "learning_rate_schedule": "optimizers",
+    "make_optimizer": "optimizers",
+    "RunSettings": "settings", "default_augment": "settings", "steps_per_epoch": "settings",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -28,7 +28,7 @@ import keras
 from cnnbuilder.data import Dataset, load_dataset, make_pipeline
 from cnnbuilder.errors import DataError, RunError
 from cnnbuilder.recipe.training_plan import layout
-from cnnbuilder.training import commit, distribution, rundir
+from cnnbuilder.training import commit, distribution, multihost, rundir
 from cnnbuilder.training.callbacks import schedule_callbacks
 from cnnbuilder.training.freeze import FineTuning
 from cnnbuilder.training.optimizers import compile_model, loss_and_metrics
@@ -63,7 +63,9 @@ class Job:
     @cached_property
     def steps_per_epoch(self) -> int:
         """Optimizer steps per epoch; the learning-rate schedule is laid out over them."""
-        return steps_per_epoch(self.data, self.config.batch_size)
+        shard = distribution.data_shard()
+        devices = 1 if shard is None else shard[1] * shard[2]
+        return steps_per_epoch(self.data, self.config.batch_size, devices)
 
     def build(self) -> keras.Model:
         """The network, uncompiled, in the run's device strategy and precision (the
@@ -93,7 +95,8 @@ class Job:
         if self.data.train is None:
             raise DataError(f"the dataset {self.data.name} has no training split.")
         common = dict(input_shape=self.settings.input_shape, batch_size=self.config.batch_size,
-                      seed=self.settings.seed, **self.settings.normalization_args())
+                      seed=self.settings.seed, shard=distribution.data_shard(),
+                      **self.settings.normalization_args())
         return {
             "train": make_pipeline(self.data.train, training=True,
                                    augment=list(self.settings.augment), **common),
@@ -112,6 +115,9 @@ class Job:
             return None
         with warnings.catch_warnings():  # the pipeline shuffles; fit's shuffle=True is moot
             warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
+            # A sharded pipeline (several devices) does not know its length, and each epoch
+            # is one pass over it, as intended: Keras' warning that it ran out is noise.
+            warnings.filterwarnings("ignore", message=".*Your input ran out of data.*")
             return model.fit(self.pipelines["train"], validation_data=self.pipelines["validation"],
                              initial_epoch=initial_epoch, epochs=epochs,
                              callbacks=[*schedule_callbacks(self.config, plan), *callbacks],
@@ -145,6 +151,7 @@ def prepare(recipe_or_model, data: Dataset, *, params: dict | None = None, input
         recipe_or_model, data, settings.input_shape, weights_mode=fine_tuning.normalization,
         statistics=fine_tuning.statistics or statistics)
     settings = dataclasses.replace(settings, **normalization)
+    distribution.check_batch_size(settings.config.batch_size)
     return Job(settings, data, source=recipe_or_model, fine_tuning=fine_tuning)
 
 
@@ -200,11 +207,44 @@ def train(recipe_or_model, dataset="digits", *, output=None, training: dict | No
     if output is None:
         return _run(job, None, None, verbose=verbose, started=started, tensorboard=False)
     directory = Path(output)
+    if not distribution.is_writer():
+        # Another process of a multi-process run: process 0 opens and writes the directory.
+        state = _shared_state(directory, None)
+        return _run(job, directory, state, verbose=0, started=started, tensorboard=False)
     rundir.check_is_directory(directory)
     with rundir.exclusive(directory / rundir.LOCK, what="training run"):
-        state = _open_run_directory(directory, job, overwrite, data_options)
+        state = _shared_state(directory, lambda: _open_run_directory(
+            directory, job, overwrite, data_options))
         return _run(job, directory, state, verbose=verbose, started=started,
                     tensorboard=tensorboard)
+
+
+def _shared_state(directory: Path, open_directory) -> dict:
+    """The state every process of the run starts from: process 0 opens the run directory
+    (`open_directory`) and tells the others how many epochs it holds; they read the same
+    committed state.json (the directory must be shared by all of them)."""
+    if open_directory is not None:  # process 0
+        try:
+            state = open_directory()
+        except BaseException:
+            multihost.broadcast_int(-1)  # the others stop too, rather than wait
+            raise
+        multihost.broadcast_int(state["epochs_done"])
+        return state
+    with multihost.stops_on_lost_process("the start of the run"):
+        done = multihost.broadcast_int(0)
+    if done < 0:
+        raise RunError(f"process 0 could not open the run directory {directory}; its "
+                       "message says why.")
+    if not done:
+        return commit.fresh_state()
+    state = rundir.read_json(directory / rundir.STATE, what="training state") or {}
+    if state.get("epochs_done") != done:
+        raise RunError(
+            f"process 0 finds {done} finished epochs in {directory}, but process "
+            f"{distribution.process_index()} finds {state.get('epochs_done', 0)}: the output "
+            "directory must be one directory shared by every process (a network file system).")
+    return state
 
 
 def _run(job: Job, directory: Path | None, state: dict | None, *, verbose, started: float,
@@ -212,14 +252,15 @@ def _run(job: Job, directory: Path | None, state: dict | None, *, verbose, start
     """Train `job` (resuming from `state` in `directory`, if any), evaluate the best
     epoch's model and write the finished run's files."""
     data, seed, mixed_precision = job.data, job.settings.seed, job.settings.mixed_precision
+    writer = directory is not None and distribution.is_writer()
     keras.utils.set_random_seed(seed)
-    with distribution.precision(mixed_precision):
+    with distribution.precision(mixed_precision), multihost.stops_on_lost_process("training"):
         model = _resumed_model(directory, state) if state and state["epochs_done"] else None
         if model is None:
             model = job.build()
             job.compile(model)
-        callbacks = [commit.EpochCommit(directory, state)] if directory else []
-        if directory and tensorboard:
+        callbacks = [commit.EpochCommit(directory, state)] if writer else []
+        if writer and tensorboard:
             from cnnbuilder.training.tensorboard import tensorboard_callbacks
 
             callbacks += tensorboard_callbacks(directory / rundir.LOGS_DIR, job,
@@ -228,7 +269,7 @@ def _run(job: Job, directory: Path | None, state: dict | None, *, verbose, start
                       verbose=verbose)
         best = _best_model(model, directory)
         scores = job.evaluate(best)
-        if directory:
+        if writer:
             # The finished model.keras carries Keras' own loss and metrics only (none of
             # the training's cnnbuilder optimizer, schedule or smoothed loss), so it loads
             # with keras.saving.load_model(safe_mode=True) where cnnbuilder is not installed.
@@ -249,7 +290,7 @@ def _run(job: Job, directory: Path | None, state: dict | None, *, verbose, start
         "best_epoch": commit.best_epoch(history),
         "skipped_images": len(data.skipped),
     }
-    if directory:
+    if writer:
         from cnnbuilder.plots.history import plot_history
 
         plot_history(history, directory / rundir.HISTORY_PNG,
@@ -311,12 +352,21 @@ def _resumed_model(directory: Path, state: dict) -> keras.Model:
 
 
 def _best_model(model, directory) -> keras.Model:
-    """The best epoch's model.keras of the run directory (`model` without one)."""
-    if directory is None or not (directory / rundir.MODEL).exists():
+    """The best epoch's model.keras of the run directory (`model` without one), in the
+    run's device strategy. Every process of a multi-process run loads the one process 0
+    wrote; asking process 0 whether it exists also waits for it to be written."""
+    written = multihost.broadcast_int(
+        int(directory is not None and (directory / rundir.MODEL).exists()))
+    if not written:
         return model
+    if not (directory / rundir.MODEL).exists():
+        raise RunError(f"process {distribution.process_index()} cannot find the model process 0 "
+                       f"wrote to {directory / rundir.MODEL}: the output directory must be one "
+                       "directory shared by every process.")
     import cnnbuilder.model.layers  # noqa: F401
 
-    return keras.saving.load_model(directory / rundir.MODEL, compile=False)
+    with distribution.strategy().scope():
+        return keras.saving.load_model(directory / rundir.MODEL, compile=False)
 
 
 def _rows(fit) -> list[dict]:

@@ -105,8 +105,12 @@ def _atomic_save(save, path: Path, suffix: str) -> None:
 
 
 def atomic_save_model(model, path: Path) -> None:
-    """`model.save` to a temporary file beside `path`, then rename over it."""
-    _atomic_save(model.save, path, ".keras")
+    """`model.save` to a temporary file beside `path`, then rename over it. (In a
+    multi-process run only process 0 saves: `distribution.local_only`.)"""
+    from cnnbuilder.training.distribution import local_only
+
+    with local_only():
+        _atomic_save(model.save, path, ".keras")
 
 
 def atomic_save_weights(model, path: Path) -> None:

@@ -29,13 +29,16 @@ def default_augment(dataset_name: str, config: TrainingConfig) -> tuple:
     return tuple(DATASET_AUGMENTATION.get(dataset_name, config.augment))
 
 
-def steps_per_epoch(data: Dataset, batch_size: int) -> int:
+def steps_per_epoch(data: Dataset, batch_size: int, devices: int = 1) -> int:
     """Optimizer steps in one epoch over the training split (the last batch may be
-    partial); 1000 where a streamed split does not know its size."""
+    partial; over several `devices` it must hold at least one row per device, see
+    `cnnbuilder.data.pipeline.shard_batches`); 1000 where a streamed split does not know
+    its size."""
     size = data.sizes["train"]
     if not size:
         return 1000
-    return max(1, -(-size // batch_size))
+    full, rest = divmod(size, batch_size)
+    return max(1, full + (rest >= devices if rest else 0))
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,6 @@ class RunSettings:
 
     def record(self) -> dict:
         """What run.json holds besides the identity: what serving and resuming need."""
-        import tensorflow as tf
-
         return {
             "class_names": list(self.class_names),
             "classes": self.classes,
@@ -124,8 +125,21 @@ class RunSettings:
             "preprocessing": preprocessing_config(self.input_shape, **self.normalization_args()),
             "mixed_precision": self.mixed_precision,
             "jit": self.jit,
-            "versions": {"keras": keras.__version__, "tensorflow": tf.__version__},
+            "backend": keras.backend.backend(),
+            "versions": _versions(),
         }
+
+
+def _versions() -> dict:
+    """The versions of the libraries a run trained with (JAX's where it ran on JAX)."""
+    import tensorflow as tf
+
+    versions = {"keras": keras.__version__, "tensorflow": tf.__version__}
+    if keras.backend.backend() == "jax":
+        import jax
+
+        versions["jax"] = jax.__version__
+    return versions
 
 
 def run_normalization(recipe_or_model, data: Dataset, input_shape, *, weights_mode=None,
