@@ -1,6 +1,6 @@
 """`memory_efficient: true` dense blocks (Pleiss et al. 2017) compute what the plain build
-computes — outputs, gradients, BatchNorm statistics — while recomputing each layer's
-concatenation, BN, ReLU and 1×1 convolution in the backward pass."""
+computes — outputs, gradients, BatchNorm statistics — while recomputing each layer (its
+concatenation, BNs, ReLUs and convolutions) in the backward pass, on TensorFlow and JAX."""
 
 from __future__ import annotations
 
@@ -89,22 +89,39 @@ def test_recipe_param_builds_recomputed_layers():
 
 
 def test_layer_names_are_those_of_the_plain_build():
-    """The fused layer is named after the layers it stands for, which keep their plain
-    (keras.applications) names; only the per-layer concatenations become one per block."""
+    """The fused layer is named after the layers it stands for (the whole bottleneck
+    layer), which keep their plain (keras.applications) names; only the per-layer
+    concatenations become one per block."""
     plain = cnnbuilder.build("densenet_bc100_k12", depth=16)
     efficient = cnnbuilder.build("densenet_bc100_k12", depth=16, memory_efficient=True)
     assert [l.name for l in canonical_layers(efficient)] == [l.name for l in canonical_layers(plain)]
     fused = [l for l in efficient.layers if isinstance(l, DenseLayerBottleneck)]
-    assert fused[0].name == "conv2_block1_0_bn_relu_1_conv"
-    assert [l.name for l in fused[0].canonical_sublayers] == ["conv2_block1_0_bn", "conv2_block1_1_conv"]
+    assert fused[0].name == "conv2_block1_0_bn_relu_1_conv_bn_relu_2_conv"
+    assert [l.name for l in fused[0].canonical_sublayers] == [
+        "conv2_block1_0_bn", "conv2_block1_1_conv", "conv2_block1_1_bn", "conv2_block1_2_conv"]
     inside = set()
     for layer in fused:
-        prefix = layer.name.removesuffix("_0_bn_relu_1_conv")
-        inside |= {f"{prefix}_0_bn", f"{prefix}_0_relu", f"{prefix}_1_conv", f"{prefix}_concat"}
+        prefix = layer.name.removesuffix("_0_bn_relu_1_conv_bn_relu_2_conv")
+        inside |= {f"{prefix}_{part}" for part in
+                   ("0_bn", "0_relu", "1_conv", "1_bn", "1_relu", "2_conv", "concat")}
     plain_names = {l.name for l in plain.layers}
     others = {l.name for l in efficient.layers if not isinstance(l, DenseLayerBottleneck)}
     assert plain_names - others == inside
     assert others - plain_names == {"conv2_concat", "conv3_concat", "conv4_concat"}
+
+
+def test_with_dropout_the_unit_ends_before_the_first_dropout():
+    """A recomputation would draw a new dropout mask, so with dropout only the
+    concatenation-BN-ReLU-1×1 conv is recomputed; weights and inference are the plain ones."""
+    recipe = copy.deepcopy(RECIPE)
+    recipe["defaults"]["dense"]["dropout"] = 0.2
+    plain, efficient = build_pair(recipe)
+    fused = [l for l in efficient.layers if isinstance(l, DenseLayerBottleneck)]
+    assert len(fused) == DENSE_LAYERS
+    assert all(l.conv2 is None and l.norm2 is None for l in fused)
+    assert fused[0].name.endswith("_block1_0_bn_relu_1_conv")
+    x, _ = data()
+    np.testing.assert_allclose(np.asarray(efficient(x)), np.asarray(plain(x)), rtol=1e-5, atol=1e-6)
 
 
 def test_memory_efficient_must_be_a_bool():
@@ -203,9 +220,16 @@ def test_compiled_fit_matches_plain_build(jit_compile):
     bound relative to how far training moved them, with another factor 10 for the
     curvature the first order ignores (seen on another CPU: 3.7e-4 of the movement). A
     real fault (statistics updated twice, a wrong gradient) differs by a sizeable fraction
-    of the update itself."""
+    of the update itself.
+
+    Under XLA the bound on the weights is 2e-2: XLA fuses the recomputed whole layer
+    differently from the plain graph, and its rounding over four momentum steps reaches
+    6e-3 of some updates (AMD EPYC with AVX-512) — as much as the plain build compiled
+    by XLA differs from the same plain build run as a graph (6.3e-3, the same weights
+    worst), while one step's gradients still agree to 7e-6."""
     plain, efficient = build_pair()
     x, y = data()
+    bound = 2e-2 if jit_compile else 1e-3
     start = [w.numpy() for w in plain.weights]  # the efficient build's too (build_pair)
     start_predictions = plain.predict(x, verbose=0)
     histories = []
@@ -221,7 +245,7 @@ def test_compiled_fit_matches_plain_build(jit_compile):
         update = w_p.numpy() - w_0
         scale = np.max(np.abs(update))
         assert scale > 0, w_p.path  # every weight and statistic trained
-        assert np.max(np.abs((w_e.numpy() - w_0) - update)) <= 1e-3 * scale, w_p.path
+        assert np.max(np.abs((w_e.numpy() - w_0) - update)) <= bound * scale, w_p.path
     predictions = plain.predict(x, verbose=0)
     moved = np.max(np.abs(predictions - start_predictions))
     assert moved > 0
@@ -293,3 +317,17 @@ def test_compiled_training_step_matches_plain_build_on_jax():
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["worst"] <= 1e-4
+
+
+@pytest.mark.slow
+def test_jax_compiled_step_keeps_less_than_the_plain_build():
+    """On JAX the recomputation must survive XLA: with `jax.checkpoint` alone XLA's CPU
+    pipeline merged it back into the forward pass and the compiled step needed as much
+    temp memory as the plain build's. XLA's own figure for the compiled training step
+    (DenseNet-BC-40, batch 16; measured 0.55 of plain) must stay well below plain."""
+    from tools.memory_probe import compiled_training_memory
+
+    plain, efficient = (compiled_training_memory("densenet_bc100_k12", depth=40, batch_size=16,
+                                                 memory_efficient=flag)["temp_bytes"]
+                        for flag in (False, True))
+    assert 0 < efficient < 0.75 * plain

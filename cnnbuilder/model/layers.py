@@ -6,11 +6,12 @@ been imported. Models built without these features contain standard layers only.
 
 `DenseLayerBottleneck` is the memory-efficient DenseNet layer input (Pleiss et al. 2017,
 "Memory-Efficient Implementation of DenseNets"): the concatenation of the previous feature
-maps, BatchNorm, activation and the following convolution run as one unit whose
+maps, BatchNorm, activation and the following convolution — and, for a whole bottleneck
+layer, the second BatchNorm, activation and convolution too — run as one unit whose
 intermediate results are recomputed in the backward pass instead of being kept, so a dense
-block stores O(L) rather than O(L²) feature maps. It owns a standard BatchNormalization and
-Conv2D as sublayers, so its weights are exactly those of the plain
-BN → activation → Conv2D chain (same shapes and order).
+block stores O(L) rather than O(L²) feature maps. It owns standard BatchNormalization and
+Conv2D layers as sublayers, so its weights are exactly those of the plain
+BN → activation → Conv2D [→ BN → activation → Conv2D] chain (same shapes and order).
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ def _as_layer(value, expected: type, what: str):
 
 @keras.saving.register_keras_serializable(package="cnnbuilder")
 class DenseLayerBottleneck(keras.layers.Layer):
-    """Concatenate → BatchNorm → activation → Conv2D, recomputed in the backward pass.
+    """Concatenate → BatchNorm → activation → Conv2D [→ BatchNorm → activation [→ Conv2D]],
+    recomputed in the backward pass.
 
     Called on a list of 4-D feature maps (channels last). In training (`training=True`)
-    the four steps run inside `keras.remat` — `tf.recompute_grad` on TensorFlow,
-    `jax.checkpoint` on JAX — over positional tensors only (the variable values are read
-    outside and passed in), so only the inputs and the output are kept for the backward
-    pass. On other backends, and in inference, it runs without recomputation; the results
-    are the same either way.
+    the steps run inside `recomputed` — `tf.recompute_grad` on TensorFlow, a custom VJP
+    on JAX — over positional tensors only (the variable values are read outside and
+    passed in), so only the inputs and the output are kept for the backward pass. On
+    other backends, and in inference, it runs without recomputation; the results are the
+    same either way.
 
     BatchNorm moving statistics are updated exactly once per call: the normalization runs
     inside a `keras.StatelessScope`, whose collected updates are returned by the recomputed
@@ -50,9 +52,15 @@ class DenseLayerBottleneck(keras.layers.Layer):
             activation.
         activation: activation between the two (name or callable), default "relu".
         recompute: False turns the recomputation off (same results, more memory).
+        norm2: optional second BatchNormalization (or its config) after `conv`, followed
+            by the activation: a whole DenseNet-B layer's 1×1 part.
+        conv2: optional second Conv2D (or its config) after `norm2` and the activation:
+            the layer's 3×3 convolution, so the unit is the whole dense layer and keeps
+            nothing but its inputs and its k output channels.
     """
 
-    def __init__(self, norm, conv, activation="relu", recompute: bool = True, **kwargs):
+    def __init__(self, norm, conv, activation="relu", recompute: bool = True, norm2=None,
+                 conv2=None, **kwargs):
         # Variable values are read without casting (mixed precision): the sublayers cast
         # them to their own compute dtype.
         kwargs.setdefault("autocast", False)
@@ -61,17 +69,24 @@ class DenseLayerBottleneck(keras.layers.Layer):
         self.conv = _as_layer(conv, keras.layers.Conv2D, "conv")
         self.activation = keras.activations.get(activation)
         self.recompute = bool(recompute)
+        self.norm2 = (None if norm2 is None
+                      else _as_layer(norm2, keras.layers.BatchNormalization, "norm2"))
+        self.conv2 = None if conv2 is None else _as_layer(conv2, keras.layers.Conv2D, "conv2")
+        if self.conv2 is not None and self.norm2 is None:
+            raise ValueError(f"DenseLayerBottleneck: `conv2` needs `norm2` before it. "
+                             f"Received: norm2=None, conv2={self.conv2.name!r}")
 
     # ------------------------------------------------------------------ structure
     @property
     def canonical_sublayers(self) -> list:
         """The standard layers this layer stands for, in the order of the plain graph
-        (BatchNormalization, Conv2D); used to pair weights with the plain build.
+        (BatchNormalization, Conv2D[, BatchNormalization[, Conv2D]]); used to pair weights
+        with the plain build.
 
         Returns:
-            `[norm, conv]`.
+            `[norm, conv]` followed by `norm2` and `conv2` where given.
         """
-        return [self.norm, self.conv]
+        return [l for l in (self.norm, self.conv, self.norm2, self.conv2) if l is not None]
 
     @staticmethod
     def _concat_shape(input_shape):
@@ -89,9 +104,15 @@ class DenseLayerBottleneck(keras.layers.Layer):
             self.norm.build(shape)
         if not self.conv.built:
             self.conv.build(shape)
+        shape = self.conv.compute_output_shape(shape)
+        if self.norm2 is not None and not self.norm2.built:
+            self.norm2.build(shape)
+        if self.conv2 is not None and not self.conv2.built:
+            self.conv2.build(shape)
 
     def compute_output_shape(self, input_shape):
-        return self.conv.compute_output_shape(self._concat_shape(input_shape))
+        shape = self.conv.compute_output_shape(self._concat_shape(input_shape))
+        return shape if self.conv2 is None else self.conv2.compute_output_shape(shape)
 
     # ----------------------------------------------------------------------- call
     def call(self, inputs, training=None):
@@ -99,8 +120,8 @@ class DenseLayerBottleneck(keras.layers.Layer):
         if not training:
             return self._forward(inputs, training=False)
 
-        variables = list(self.norm.weights) + list(self.conv.weights)
-        statistics = list(self.norm.non_trainable_weights)
+        variables = [v for l in self.canonical_sublayers for v in l.weights]
+        statistics = [v for l in self.canonical_sublayers for v in l.non_trainable_weights]
         updated: list = []  # indices into `statistics`, found while tracing
 
         def forward(*args):
@@ -113,7 +134,7 @@ class DenseLayerBottleneck(keras.layers.Layer):
             return (outputs, *[after[i] for i in updated])
 
         if self.recompute and keras.backend.backend() in ("tensorflow", "jax"):
-            forward = keras.remat(forward)
+            forward = recomputed(forward)
         # Positional tensors only: tf.recompute_grad rejects keyword arguments in graph mode.
         results = forward(*[v.value for v in variables], *inputs)
         if not isinstance(results, (tuple, list)):
@@ -124,10 +145,15 @@ class DenseLayerBottleneck(keras.layers.Layer):
         return outputs
 
     def _forward(self, tensors, training):
+        """The unit's computation, the same in the forward pass and its recomputation."""
         x = tensors[0] if len(tensors) == 1 else ops.concatenate(tensors, axis=-1)
         x = self.norm(x, training=training)
-        x = self.activation(x)
-        return self.conv(x)
+        x = self.conv(self.activation(x))
+        if self.norm2 is not None:
+            x = self.activation(self.norm2(x, training=training))
+        if self.conv2 is not None:
+            x = self.conv2(x)
+        return x
 
     # -------------------------------------------------------------- serialization
     def get_config(self):
@@ -138,7 +164,56 @@ class DenseLayerBottleneck(keras.layers.Layer):
             "activation": keras.activations.serialize(self.activation),
             "recompute": self.recompute,
         })
+        # Only when present, so configs of the two-step form stay as they were.
+        for key in ("norm2", "conv2"):
+            if getattr(self, key) is not None:
+                config[key] = keras.saving.serialize_keras_object(getattr(self, key))
         return config
+
+
+def recomputed(function):
+    """`function` (positional float tensors in, a tuple of tensors out) with its
+    intermediate results recomputed in the backward pass instead of kept.
+
+    On TensorFlow this is `keras.remat` (`tf.recompute_grad`). On JAX it cannot be
+    `keras.remat` (`jax.checkpoint`): XLA's CPU pipeline removes the optimization barriers
+    with which `jax.checkpoint` keeps the recomputation apart, and common-subexpression
+    elimination then merges it back into the forward pass, so every intermediate is kept
+    after all (measured: the same compiled temp memory as without it, or more). Here the
+    backward pass recomputes from inputs to which it adds a zero derived from the
+    incoming cotangent, as `tf.recompute_grad` does for XLA: XLA can neither merge the
+    recomputation with the forward pass nor schedule it before that cotangent exists.
+    Adding zero leaves every value as it is (only -0.0 becomes +0.0), so the gradients
+    are those of `function`.
+
+    Args:
+        function: the function to recompute; it must not close over trainable state
+            (pass variable values in as arguments).
+
+    Returns:
+        A function of the same arguments and results.
+    """
+    if keras.backend.backend() != "jax":
+        return keras.remat(function)
+    import jax  # only on the JAX backend
+    import jax.numpy as jnp
+
+    @jax.custom_vjp
+    def wrapped(*args):
+        return function(*args)
+
+    def forward(*args):
+        return function(*args), args
+
+    def backward(args, cotangents):
+        first = jnp.ravel(jax.tree_util.tree_leaves(cotangents)[0])[0]
+        # 0 unless the cotangent is NaN, which XLA cannot know while compiling.
+        zero = jnp.where(jnp.isnan(first), first, jnp.zeros_like(first))
+        args = [a + zero.astype(a.dtype) for a in args]
+        return jax.vjp(function, *args)[1](cotangents)
+
+    wrapped.defvjp(forward, backward)
+    return wrapped
 
 
 def _shape_list(input_shape) -> list:
@@ -149,4 +224,4 @@ def _shape_list(input_shape) -> list:
     return [tuple(input_shape)]
 
 
-__all__ = ["DenseLayerBottleneck"]
+__all__ = ["DenseLayerBottleneck", "recomputed"]

@@ -66,13 +66,17 @@ def dense_block(x, *, nn, name, layers: int, growth_rate, bn_size, bottleneck, d
     `conv_block`).
 
     With `memory_efficient` (Pleiss et al. 2017) the same network is built so that the
-    backward pass recomputes each layer's concatenation-BN-ReLU-first convolution instead
-    of storing it: layer i starts with one `DenseLayerBottleneck` named
-    `<name>_block<i>_0_bn_relu_1_conv` (without the bottleneck `..._2_conv`) over the list
-    of earlier outputs, whose BatchNorm and Conv2D keep the plain names
-    (`<name>_block<i>_0_bn`, `<name>_block<i>_1_conv`); the rest of the layer is plain, and
-    one `<name>_concat` joins the block's outputs at its end. Weights (shapes and graph
-    order) are those of the plain block, so `transfer_weights` works between the two.
+    backward pass recomputes each layer instead of storing its concatenation and the
+    results of its BatchNorms, ReLUs and convolutions: layer i is one `DenseLayerBottleneck`
+    over the list of earlier outputs, named `<name>_block<i>_0_bn_relu_1_conv_bn_relu_2_conv`
+    (the whole bottleneck layer, recomputed from its inputs; only its k output channels
+    are kept) or, without the bottleneck, `<name>_block<i>_0_bn_relu_2_conv`. With dropout
+    the unit stops before the first dropout, whose random mask a recomputation would
+    not repeat: `<name>_block<i>_0_bn_relu_1_conv`, then the plain rest of the layer. The
+    BatchNorms and Conv2Ds inside keep the plain names (`<name>_block<i>_0_bn`,
+    `<name>_block<i>_1_conv`, ...), and one `<name>_concat` joins the block's outputs at
+    its end. Weights (shapes and graph order) are those of the plain block, so
+    `transfer_weights` works between the two.
 
     Args:
         x: the input tensor.
@@ -103,7 +107,12 @@ def _efficient_dense_block(x, *, nn, name, layers: int, growth_rate, bn_size, bo
     features = [x]
     for i in range(layers):
         layer_name = f"{name}_block{i + 1}"
-        if bottleneck:
+        if bottleneck and not dropout:
+            # The whole layer in one recomputed unit: only its k output channels are kept.
+            y = _whole_layer(nn, bn_size * growth_rate, growth_rate, name=layer_name)(features)
+        elif bottleneck:
+            # Dropout after the 1×1 convolution cannot be recomputed identically (its
+            # random mask), so the unit ends there and the rest of the layer is plain.
             y = _bottleneck(nn, bn_size * growth_rate, 1, name=layer_name, conv_name="1_conv",
                             bn_follows=True)(features)
             if dropout:
@@ -127,6 +136,19 @@ def _bottleneck(nn, filters, kernel, *, name, conv_name, bn_follows) -> DenseLay
     conv = nn.conv_layer(filters, kernel, bn_follows=bn_follows, name=f"{name}_{conv_name}")
     return DenseLayerBottleneck(norm, conv, activation=nn.activation,
                                 name=f"{name}_0_bn_{nn.activation}_{conv_name}")
+
+
+def _whole_layer(nn, bottleneck_filters, growth_rate, *, name) -> DenseLayerBottleneck:
+    """A DenseLayerBottleneck for a whole DenseNet-B layer: its BNs and Conv2Ds are those
+    `nn` builds, named as in the plain layer (`<name>_0_bn`, `<name>_1_conv`, `<name>_1_bn`,
+    `<name>_2_conv`)."""
+    act = nn.activation
+    return DenseLayerBottleneck(
+        nn.bn_layer(name=f"{name}_0_bn"),
+        nn.conv_layer(bottleneck_filters, 1, bn_follows=True, name=f"{name}_1_conv"),
+        activation=act, norm2=nn.bn_layer(name=f"{name}_1_bn"),
+        conv2=nn.conv_layer(growth_rate, 3, name=f"{name}_2_conv"),
+        name=f"{name}_0_bn_{act}_1_conv_bn_{act}_2_conv")
 
 
 def _dropout(x, rate, *, name):
