@@ -101,10 +101,10 @@ def supervise(args, argv: list[str]) -> int | None:
     status = status if status >= 0 else 128 - status  # killed by a signal: 128 + its number
     if status and gave_up and not named:
         lost.discard(cluster.process_id)
-        who = (", ".join(str(n) for n in sorted(lost)) if lost
-               else f"0 (the coordinator, {cluster.coordinator})")
+        who = (", ".join(str(n) for n in sorted(lost)) if lost else "0")
+        coordinator = "" if lost else f" (the coordinator, {cluster.coordinator})"
         print(f"cnnbuilder train: error: process {who} of the {cluster.num_processes} processes "
-              f"of this run was lost (it died or stopped answering), so process "
+              f"of this run{coordinator} was lost (it died or stopped answering), so process "
               f"{cluster.process_id} stopped too. The run directory holds every finished "
               "epoch: rerun the same command on every process to resume.", file=sys.stderr)
     return status

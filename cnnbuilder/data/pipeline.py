@@ -89,7 +89,16 @@ def make_pipeline(
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
     if shard is not None:
+        known = batches.cardinality()
         batches = shard_batches(batches, *shard)
+        size = split_size(split)
+        if known >= 0 and size is not None:
+            # The filter hides the length; Keras runs an epoch of known length differently
+            # from one it must discover (an extra pass, with its own shuffle and
+            # augmentation): keep the length a single device's pipeline would have.
+            devices = shard[1] * shard[2]
+            steps = size // batch_size + (size % batch_size >= devices)
+            batches = batches.apply(tf.data.experimental.assert_cardinality(steps))
     return batches.prefetch(tf.data.AUTOTUNE)
 
 

@@ -37,13 +37,14 @@ class _NoStrategy:
         return contextlib.nullcontext()
 
 
-@functools.lru_cache(maxsize=1)
 def strategy():
-    """The scope a model is built, compiled and trained in; one per process.
+    """The scope a model is built, compiled and trained in.
 
     TensorFlow: `MirroredStrategy` over all visible GPUs when there are several, else the
-    default strategy. JAX: no scope; the `DataParallel` distribution over all devices of all
-    processes is set globally here when there is more than one device."""
+    default strategy (one per process). JAX: no scope; the `DataParallel` distribution over
+    all devices of all processes is set globally here, when there is more than one device
+    (again after `keras.backend.clear_session`, which forgets it: the tuner clears the
+    session after every trial)."""
     if backend() == "jax":
         import jax
 
@@ -53,6 +54,11 @@ def strategy():
             keras.distribution.set_distribution(
                 keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=False))
         return _NoStrategy()
+    return _tensorflow_strategy()
+
+
+@functools.lru_cache(maxsize=1)
+def _tensorflow_strategy():
     import tensorflow as tf
 
     return tf.distribute.MirroredStrategy() if len(_gpus()) > 1 else tf.distribute.get_strategy()
