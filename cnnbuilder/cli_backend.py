@@ -4,6 +4,7 @@ before Keras is first imported) and the multi-process flags `--coordinator`,
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -45,6 +46,9 @@ def select_backend(name: str | None) -> None:
         if keras.backend.backend() != name:
             raise UsageError(f"--backend {name}: Keras is already running on "
                              f"{keras.backend.backend()} in this process.")
+    if name == "jax" and importlib.util.find_spec("jax") is None:
+        raise UsageError("--backend jax: JAX is not installed; pip install jax==0.8.1 (the "
+                         "version cnnbuilder is tested with).")
     os.environ["KERAS_BACKEND"] = name
 
 
@@ -84,6 +88,8 @@ def supervise(args, argv: list[str]) -> int | None:
     cluster = multihost.cluster_from(args.coordinator, args.num_processes, args.process_id)
     if cluster is None:
         return None
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "jax":
+        raise UsageError(multihost.NEEDS_JAX)
     child = subprocess.Popen(
         [sys.executable, "-m", "cnnbuilder.cli", *argv], stderr=subprocess.PIPE,
         env={**os.environ, _SUPERVISED: "1"}, preexec_fn=_die_with_parent, text=True,

@@ -41,7 +41,8 @@ def assert_one_paragraph_error(code: int, err: str, *needles: str) -> None:
     assert code == 2
     assert "Traceback" not in err
     text = err.strip()
-    assert text.startswith("cnnbuilder show: error:") or text.startswith("cnnbuilder list: error:"), err
+    assert any(text.startswith(f"cnnbuilder {command}: error:")
+               for command in ("show", "list", "train")), err
     assert "\n\n" not in text and len(text.splitlines()) <= 2, err
     for needle in needles:
         assert needle in text, err
@@ -154,6 +155,14 @@ def test_show_plot_writes_a_png(capsys, tmp_path):
         (["show", "resnet20", "--input-shape", "32,32"], ["HEIGHT,WIDTH,CHANNELS"]),
         (["show", "resnet50", "--input-shape", "16,16,3"], ["at least 32x32"]),
         (["show", "resnet20", "--plot", "diagram.txt"], [".txt", ".png"]),
+        (["train", "resnet20", "--output", "run", "--coordinator", "127.0.0.1:1234",
+          "--num-processes", "2", "--process-id", "0"], ["--backend jax", "MultiWorkerMirroredStrategy"]),
+        (["train", "resnet20", "--output", "run", "--coordinator", "host0", "--num-processes", "2",
+          "--process-id", "0"], ["--coordinator must be HOST:PORT", "'host0'"]),
+        (["train", "resnet20", "--output", "run", "--coordinator", "host0:1234",
+          "--num-processes", "2", "--process-id", "2"], ["--process-id is 2", "0 to 1"]),
+        (["train", "resnet20", "--output", "run", "--num-processes", "2"],
+         ["missing: --coordinator, --process-id", "KERAS_DISTRIBUTION_JOB_ADDRESSES"]),
     ],
 )
 def test_bad_input_is_one_paragraph_and_exit_code_2(capsys, argv, needles, tmp_path, monkeypatch):

@@ -33,6 +33,8 @@ PROCESS_ID = "KERAS_DISTRIBUTION_PROCESS_ID"
 HEARTBEAT_SECONDS = 60
 # How long the processes wait for each other to start.
 CONNECT_SECONDS = 300
+NEEDS_JAX = ("training over several processes needs the JAX backend: add --backend jax "
+             "(Keras 3 does not train under TensorFlow's MultiWorkerMirroredStrategy).")
 
 
 @dataclass(frozen=True)
@@ -112,9 +114,7 @@ def initialize(cluster: Cluster) -> None:
     import keras
 
     if keras.backend.backend() != "jax":
-        raise UsageError(
-            "training over several processes needs the JAX backend: add --backend jax (Keras 3 "
-            "does not train under TensorFlow's MultiWorkerMirroredStrategy).")
+        raise UsageError(NEEDS_JAX)
     import jax
 
     if jax.distributed.is_initialized():
