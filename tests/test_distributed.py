@@ -219,3 +219,35 @@ def test_jax_backend_learns_like_tensorflow(tmp_path):
         assert json.loads((output / "run.json").read_text())["backend"] == backend
     assert accuracy["tensorflow"] > 0.85 and accuracy["jax"] > 0.85, accuracy
     assert abs(accuracy["jax"] - accuracy["tensorflow"]) < 0.05, accuracy
+
+
+WARMUP = textwrap.dedent("""\
+    import numpy as np, keras
+    from cnnbuilder.training.callbacks import WarmupUntilError
+    from cnnbuilder.training.optimizers import TorchSGD
+    from cnnbuilder.training.schedules import PaperSchedule
+    # d(loss)/d(w) = 1 for every step: the weight falls by exactly the rate of each step.
+    schedule = PaperSchedule(0.1, 1000, decay="constant", warmup_steps=900, warmup_learning_rate=0.01)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False,
+                                                                     kernel_initializer="zeros")])
+    model.compile(optimizer=TorchSGD(schedule), loss=lambda y, p: keras.ops.mean(p),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    x, y = np.ones((200, 1), "float32"), np.zeros((200,), "int64")
+    model.fit(x, y, batch_size=10, epochs=1, verbose=0, callbacks=[WarmupUntilError(0.9)])
+    print(int(schedule.warmup_end.numpy()), float(model.get_weights()[0][0, 0]))
+    """)
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_a_warmup_ended_by_the_training_error_changes_the_rate_on_every_backend(tmp_path, backend):
+    """He et al.'s warm-up (0.01 until the training error is below 80%, then 0.1) acts on
+    JAX too, whose compiled step holds the warm-up's end as a constant."""
+    script = tmp_path / "warmup.py"
+    script.write_text(WARMUP)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env={**environment(), "KERAS_BACKEND": backend}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    end, weight = done.stdout.split()[-2:]
+    # 20 steps: the first 10 fill the error window at 0.01, the other 10 run at 0.1.
+    assert int(end) == 10
+    assert float(weight) == pytest.approx(-(10 * 0.01 + 10 * 0.1), rel=1e-5)

@@ -42,6 +42,11 @@ class WarmupUntilError(keras.callbacks.Callback):
         self._mean = mean
         if len(self._recent) == self.window and 1 - sum(self._recent) / self.window < self.threshold:
             schedule.end_warmup(step)
+            if keras.backend.backend() == "jax":
+                # JAX compiled the training step with the warm-up's end as a constant (the
+                # schedule's variable is not part of the state it threads through the
+                # step): compile it again, once, with the new end.
+                self.model.make_train_function(force=True)
 
 
 class StopAtStep(keras.callbacks.Callback):
