@@ -51,3 +51,28 @@ def test_gpu_script_runs_its_cpu_path_without_tensorflow(tmp_path):
     row = re.search(r"\| `resnet20` \| ([\d,.]+) \|", done.stdout)
     assert row and float(row.group(1).replace(",", "")) > 0
     assert "peak GPU memory of a training step, `densenet_bc100_k12`" in done.stdout
+
+
+@pytest.mark.slow
+def test_backends_benchmark_reports_every_side():
+    """`benchmarks/backends.py` at a tiny size: every side (TensorFlow, JAX with and
+    without jit, JAX over 2 processes on loopback) starts, compiles as cnnbuilder trains,
+    and reports a positive time per step; the 2-process run sees 2 devices."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import backends
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+    plan = backends.Plan("resnet20", batch=8, warmup=1, steps=1, rounds=1,
+                         input_shape=(16, 16, 3), params={"depth": 8})
+    row = backends.measure(plan, eager_jax=True, two_processes=True, verbose=False)
+    for key in ("tensorflow", "jax_jit", "jax", "two_processes", "jax_jit_over_tensorflow",
+                "jax_over_tensorflow", "two_over_one"):
+        assert row[key] > 0, key
+    assert row["model"] == "resnet20" and row["batch"] == 8
+    assert [len(row[f"{key}_rounds"]) for key in ("tensorflow", "jax_jit", "jax",
+                                                  "two_processes")] == [1, 1, 1, 1]
+    assert row["two_over_one"] == pytest.approx(row["two_processes"] / row["jax_jit"])
+    table = backends.tables({"backends": [row]})
+    assert table.count("| `resnet20` (8) |") == 2  # the backend row and the process row
