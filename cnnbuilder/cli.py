@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--augment", help="comma-separated crop,flip,translate or none")
     p.add_argument("--mixed-precision", action="store_true", help="mixed precision (float16 on GPU, bfloat16 on CPU)")
-    p.add_argument("--jit", action="store_true", help="compile the training step with XLA")
+    p.add_argument("--jit", action="store_true", help="compile the training step with XLA (TensorFlow; on JAX it always is)")
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
                    help="do not write TensorBoard logs to DIR/logs/")
     p.add_argument("--weights", metavar="imagenet|PATH",
@@ -309,7 +309,10 @@ def _run_command(args, argv: list[str]) -> int:
     multi-process `train` runs under a supervisor: `cli_backend.supervise`)."""
     debug = getattr(args, "debug", False)
     try:
-        select_backend(getattr(args, "backend", None))
+        # Export writes TensorFlow artifacts (SavedModel, LiteRT, ONNX through tf2onnx) and
+        # predict reads them: both run on TensorFlow whatever $KERAS_BACKEND says.
+        select_backend(getattr(args, "backend", None)
+                       or ("tensorflow" if args.command in ("export", "predict") else None))
         supervised = supervise(args, argv) if args.command == "train" else None
         if supervised is not None:
             return supervised

@@ -112,7 +112,16 @@ def test_two_processes_train_like_one(tmp_path, recipe):
     assert single.returncode == 0, single.stderr[-3000:]
     alone = json.loads(single.stdout.strip().splitlines()[-1])
 
-    assert [r["devices"] for r in reports] == [2, 2] and alone["devices"] == 1
+    # One process over two devices (XLA's host platform split in two) feeds both devices
+    # from one pipeline: the same again.
+    two_devices = subprocess.run(
+        [sys.executable, str(script), str(recipe), str(tmp_path / "devices"), "0", "1", "0"],
+        capture_output=True, text=True, timeout=600,
+        env=environment(XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+    assert two_devices.returncode == 0, two_devices.stderr[-3000:]
+    reports.append(json.loads(two_devices.stdout.strip().splitlines()[-1]))
+
+    assert [r["devices"] for r in reports] == [2, 2, 2] and alone["devices"] == 1
     assert len(alone["history"]) == 3
     for report in reports:
         assert losses(report["history"]) == pytest.approx(losses(alone["history"]), rel=1e-5)
@@ -125,6 +134,12 @@ def test_two_processes_train_like_one(tmp_path, recipe):
     written = json.loads((pair_dir / "metrics.json").read_text())
     assert written["test_accuracy"] == pytest.approx(alone["metrics"]["test_accuracy"], abs=1e-6)
     assert json.loads((pair_dir / "run.json").read_text())["backend"] == "jax"
+    # The run exports like any other, even with KERAS_BACKEND=jax left set (export runs on
+    # TensorFlow).
+    exported = subprocess.run([*CLI, "export", str(pair_dir), "--output", str(tmp_path / "export" / "1")],
+                              capture_output=True, text=True, env=environment(), timeout=600)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert (tmp_path / "export" / "1" / "saved_model.pb").exists()
 
 
 class Run:
@@ -251,3 +266,36 @@ def test_a_warmup_ended_by_the_training_error_changes_the_rate_on_every_backend(
     # 20 steps: the first 10 fill the error window at 0.01, the other 10 run at 0.1.
     assert int(end) == 10
     assert float(weight) == pytest.approx(-(10 * 0.01 + 10 * 0.1), rel=1e-5)
+
+
+def test_tune_trains_its_trials_on_jax(tmp_path):
+    from test_tune import MINI
+
+    recipe = tmp_path / "mini.yaml"
+    recipe.write_text(MINI)
+    done = subprocess.run([*CLI, "tune", str(recipe), "--backend", "jax", "--dataset", "digits",
+                           "--output", str(tmp_path / "search"), "--max-trials", "2", "--epochs", "1",
+                           "--batch-size", "64", "--quiet"],
+                          capture_output=True, text=True, env=environment(), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "search" / "tuning.json").read_text())
+    assert [t["status"] for t in results["trials"]] == ["completed", "completed"]
+    best = json.loads((tmp_path / "search" / "best" / "run.json").read_text())
+    assert best["backend"] == "jax"
+
+
+def test_mixed_precision_and_memory_efficient_densenet_train_on_jax(tmp_path):
+    output = tmp_path / "run"
+    done = subprocess.run([*CLI, "train", "densenet_bc100_k12", "--backend", "jax", "--mixed-precision",
+                           "--set", "memory_efficient=true", "--set", "depth=10", "--dataset", "digits",
+                           "--input-shape", "16,16,3", "--epochs", "1", "--output", str(output), "--quiet",
+                           "--no-tensorboard"],
+                          capture_output=True, text=True, env=environment(), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((output / "run.json").read_text())
+    assert record["backend"] == "jax" and record["mixed_precision"] is True
+    assert json.loads((output / "metrics.json").read_text())["epochs_run"] == 1
+    config = json.loads(__import__("zipfile").ZipFile(output / "model.keras").read("config.json"))
+    policies = {layer["config"].get("dtype", {}).get("config", {}).get("name")
+                for layer in config["config"]["layers"] if isinstance(layer["config"].get("dtype"), dict)}
+    assert "mixed_bfloat16" in policies

@@ -133,10 +133,10 @@ def initialize(cluster: Cluster) -> None:
 
 
 def is_multiprocess() -> bool:
-    """Whether this process is one of several of a run."""
-    import jax
-
-    return jax.distributed.is_initialized() and jax.process_count() > 1
+    """Whether this process is one of several of a run (never without JAX imported: a
+    TensorFlow run does not load it)."""
+    jax = sys.modules.get("jax")
+    return jax is not None and jax.distributed.is_initialized() and jax.process_count() > 1
 
 
 def barrier(name: str) -> None:

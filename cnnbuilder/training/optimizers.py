@@ -127,5 +127,9 @@ def compile_model(model: keras.Model, config: TrainingConfig, steps_per_epoch: i
     """Compile `model` for training with `config` over epochs of `steps_per_epoch` steps
     on `dataset` (its name decides whether an iterations-long recipe runs its iterations)."""
     plan = plan_layout(config, steps_per_epoch, dataset)
+    # On TensorFlow the step is a compiled graph either way and `jit` adds XLA; on JAX a
+    # step without jax.jit runs op by op (1.8x slower for resnet20, benchmarks/results.md),
+    # so JAX always compiles it.
+    jit_compile = bool(jit) or keras.backend.backend() == "jax"
     model.compile(optimizer=make_optimizer(config, steps_per_epoch, dataset, plan),
-                  jit_compile=bool(jit), **loss_and_metrics(config.label_smoothing))
+                  jit_compile=jit_compile, **loss_and_metrics(config.label_smoothing))
