@@ -21,8 +21,10 @@ input pipeline costs nothing measurable and the figure is the training step itse
 Sides:
 
 - ``tensorflow``: the default training, `jit=False` (a `tf.function` graph, no XLA).
-- ``jax``: the default training, `jit=False`, which Keras' JAX trainer takes literally:
-  the training step is not `jax.jit`-compiled but runs op by op.
+- ``jax``: the default training, `jit=False`. Keras' JAX trainer would take it literally
+  (the step not `jax.jit`-compiled, run op by op: 1.8x slower for resnet20, recorded in
+  results.md); since then cnnbuilder compiles the JAX step whatever `jit` says, so this
+  side times the same step as ``jax --jit``.
 - ``jax --jit``: `jit=True` (`cnnbuilder train --jit`): the XLA-compiled step, the way
   JAX is meant to run.
 - ``jax --jit, 2 processes``: the same, with `keras.distribution.DataParallel` over 2 JAX
