@@ -112,6 +112,19 @@ def test_chief_and_two_workers_run_every_trial_exactly_once(cluster):
     assert (c.output / "tuning.png").exists() and (c.output / "best" / "model.keras").exists()
 
 
+def test_workers_train_their_trials_on_jax(cluster):
+    """`tune --backend jax` under KerasTuner's chief and workers (its gRPC beside JAX)."""
+    c = cluster("--max-trials", 2, "--epochs", 1, "--backend", "jax")
+    c.start("tuner0")
+    c.start("chief")
+    assert c.wait("chief") == 0, c.log("chief")
+    assert c.wait("tuner0") == 0, c.log("tuner0")
+    result = json.loads((c.output / "tuning.json").read_text())
+    assert [t["status"] for t in result["trials"]] == ["completed", "completed"]
+    assert {t["tuner_id"] for t in result["trials"]} == {"tuner0"}
+    assert json.loads((c.output / "best" / "run.json").read_text())["backend"] == "jax"
+
+
 def test_a_worker_killed_mid_trial_does_not_stall_the_search(cluster):
     c = cluster("--max-trials", 4, "--epochs", 2, "--trial-timeout", 8)
     c.start("tuner0")
