@@ -32,7 +32,7 @@ register(BlockSpec(
         Field("bn_size", "int", 4, "the 1×1 bottleneck has bn_size × k channels", **_POSITIVE),
         Field("bottleneck", "bool", True, "use the 1×1 bottleneck (DenseNet-B); false for the original DenseNet"),
         Field("dropout", "float", 0.0, "dropout after each convolution", minimum=0, below=1),
-        Field("memory_efficient", "bool", False, "recompute the concatenation, BN, ReLU and 1×1 convolution of each layer in the backward pass instead of storing them (Pleiss et al. 2017)"),
+        Field("memory_efficient", "bool", False, "recompute each layer (concatenation, BN, ReLU, its convolutions and the BN-ReLU between them; with dropout only up to the first dropout) in the backward pass instead of storing its activations (Pleiss et al. 2017)"),
     ),
     _dense_shape, composite=True,
 ))
