@@ -100,19 +100,18 @@ def supervise(args, argv: list[str]) -> int | None:
     for line in child.stderr:
         sys.stderr.write(line)
         gave_up = gave_up or _RUNTIME_GAVE_UP in line
-        named = named or "stopped answering" in line  # the child's own ProcessLost message
+        # The child's own ProcessLost message (when JAX let it finish): nothing to add.
+        named = named or ("processes of this run" in line and " was lost " in line)
         if "unhealthy" in line or "heartbeat timeout" in line or line.startswith("/job:"):
             lost.update(int(n) for n in _UNHEALTHY_TASK.findall(line))
     status = child.wait()
     status = status if status >= 0 else 128 - status  # killed by a signal: 128 + its number
     if status and gave_up and not named:
         lost.discard(cluster.process_id)
-        who = (", ".join(str(n) for n in sorted(lost)) if lost else "0")
-        coordinator = "" if lost else f" (the coordinator, {cluster.coordinator})"
-        print(f"cnnbuilder train: error: process {who} of the {cluster.num_processes} processes "
-              f"of this run{coordinator} was lost (it died or stopped answering), so process "
-              f"{cluster.process_id} stopped too. The run directory holds every finished "
-              "epoch: rerun the same command on every process to resume.", file=sys.stderr)
+        if not lost and cluster.process_id != 0:
+            lost = {0}  # the coordinator is gone: JAX names no task then
+        print(f"cnnbuilder train: error: {multihost.lost_message(sorted(lost), cluster)}",
+              file=sys.stderr)
     return status
 
 

@@ -56,3 +56,15 @@ def test_heartbeat_timeout_can_be_set_but_not_to_nonsense():
     assert multihost.heartbeat_seconds({"CNNBUILDER_HEARTBEAT_TIMEOUT": "15"}) == 15
     with pytest.raises(UsageError, match="CNNBUILDER_HEARTBEAT_TIMEOUT must be at least 5"):
         multihost.heartbeat_seconds({"CNNBUILDER_HEARTBEAT_TIMEOUT": "1"})
+
+
+def test_the_lost_process_message_names_it_and_says_how_to_resume():
+    worker = multihost.lost_message([1], Cluster("host0:1234", 2, 0), during="training")
+    assert worker.startswith("process 1 of the 2 processes of this run was lost")
+    assert "during training, so process 0 stopped too" in worker
+    assert worker.endswith("rerun the same command on every process to resume.")
+    coordinator = multihost.lost_message([0], Cluster("host0:1234", 2, 1))
+    assert coordinator.startswith("process 0 of the 2 processes of this run (the coordinator, "
+                                  "host0:1234) was lost")
+    assert multihost.lost_message([], Cluster("host0:1234", 3, 0)).startswith(
+        "one of the 3 processes of this run was lost")

@@ -172,6 +172,21 @@ def lost_processes() -> list[int]:
     return [index for index in everyone if index not in alive]
 
 
+def lost_message(lost: list[int], cluster: Cluster, during: str = "") -> str:
+    """What the survivors of a lost process say: which one, and how to go on."""
+    run = f"of the {cluster.num_processes} processes of this run"
+    if not lost:
+        who = f"one {run}"  # JAX gave up without naming it
+    elif lost == [0] and cluster.coordinator:
+        who = f"process 0 {run} (the coordinator, {cluster.coordinator})"
+    else:
+        who = f"process {', '.join(str(i) for i in lost)} {run}"
+    when = f" during {during}" if during else ""
+    return (f"{who} was lost (it died or stopped answering){when}, so process "
+            f"{cluster.process_id} stopped too. The run directory holds every finished "
+            "epoch: rerun the same command on every process to resume.")
+
+
 class ProcessLost(RunError):
     """Another process of a multi-process run died or stopped answering."""
 
@@ -194,8 +209,4 @@ def stops_on_lost_process(what: str):
         lost = lost_processes()
         if not lost:
             raise
-        names = ", ".join(str(i) for i in lost)
-        raise ProcessLost(
-            f"process {names} of the {count} processes of this run stopped answering during "
-            f"{what}, so process {me} stops too. The run directory holds every finished "
-            "epoch: rerun the same command on every process to resume.") from None
+        raise ProcessLost(lost_message(lost, Cluster("", count, me), during=what)) from None
