@@ -571,3 +571,30 @@ def test_split_size_of_both_split_kinds(digits):
     assert split_size(digits.test) == 360
     assert split_size(tf.data.Dataset.range(7)) == 7
     assert split_size(tf.data.Dataset.range(7).filter(lambda i: i > 2)) is None
+
+
+@pytest.mark.parametrize("processes, devices_per_process", [(2, 1), (1, 2), (2, 2)])
+def test_sharded_pipelines_split_every_batch_in_order_and_evenly(processes, devices_per_process):
+    """Over D devices every process keeps its slice of each batch, the processes' slices
+    put together are the single pipeline's batch in its order (augmented alike), each
+    device gets b // D rows, and a last batch with fewer rows than devices is dropped."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(37, 8, 8, 3), dtype=np.uint8)
+    y = np.arange(37)
+    devices = processes * devices_per_process
+    common = dict(input_shape=(8, 8, 3), batch_size=12, training=True, augment=["crop", "flip"], seed=3)
+    single = [(a.numpy(), b.numpy()) for a, b in make_pipeline((x, y), **common)]
+    shards = [list(make_pipeline((x, y), shard=(index, processes, devices_per_process), **common))
+              for index in range(processes)]
+    # 37 = 3 × 12 + 1: the last batch of one row is dropped when there are several devices.
+    assert [len(s) for s in shards] == [3] * processes
+    for shard in shards:
+        assert int(shard[0][0].shape[0]) == 12 // devices * devices_per_process
+        assert make_pipeline((x, y), shard=(0, processes, devices_per_process),
+                             **common).cardinality().numpy() == 3
+    for step, (images, labels) in enumerate(single[:3]):
+        kept = 12 // devices * devices
+        joined_images = np.concatenate([shard[step][0].numpy() for shard in shards])
+        joined_labels = np.concatenate([shard[step][1].numpy() for shard in shards])
+        np.testing.assert_array_equal(joined_labels, labels[:kept])
+        np.testing.assert_array_equal(joined_images, images[:kept])

@@ -93,9 +93,8 @@ def make_pipeline(
         batches = shard_batches(batches, *shard)
         size = split_size(split)
         if known >= 0 and size is not None:
-            # The filter hides the length; Keras runs an epoch of known length differently
-            # from one it must discover (an extra pass, with its own shuffle and
-            # augmentation): keep the length a single device's pipeline would have.
+            # The filter hides the length: state it (a single device's, less a dropped
+            # last batch), so Keras knows how many steps an epoch has.
             devices = shard[1] * shard[2]
             steps = size // batch_size + (size % batch_size >= devices)
             batches = batches.apply(tf.data.experimental.assert_cardinality(steps))
