@@ -151,14 +151,20 @@ class Run:
                      "--output", str(self.output), "--quiet", "--no-tensorboard", *map(str, args)]
         self.processes: list[subprocess.Popen] = []
 
-    def start(self) -> None:
+    def start(self, keras_variables: bool = False) -> None:
+        """Both processes, told who they are by the flags or by Keras' variables."""
         port, self.processes = free_port(), []
         for index in (0, 1):
             log = open(self.tmp_path / f"process{index}.log", "w")
+            flags = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                     "--process-id", str(index)]
+            variables = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",
+                         "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+                         "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
             self.processes.append(subprocess.Popen(
-                [*self.args, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                 "--process-id", str(index)], stdout=log, stderr=subprocess.STDOUT,
-                env=environment(CNNBUILDER_HEARTBEAT_TIMEOUT="10")))
+                self.args + ([] if keras_variables else flags), stdout=log,
+                stderr=subprocess.STDOUT, env=environment(
+                    CNNBUILDER_HEARTBEAT_TIMEOUT="10", **(variables if keras_variables else {}))))
 
     def log(self, index: int) -> str:
         return (self.tmp_path / f"process{index}.log").read_text()
@@ -193,7 +199,7 @@ def test_killed_run_resumes_every_epoch_once(tmp_path, recipe):
     killed_at = run.epochs_done()
     assert 2 <= killed_at < 8 and not (run.output / "metrics.json").exists()
 
-    run.start()
+    run.start(keras_variables=True)  # as a SLURM or Kubernetes launcher would say it
     for process in run.processes:
         assert process.wait(timeout=600) == 0, run.log(0)[-3000:] + run.log(1)[-3000:]
     assert run.history_epochs() == list(range(1, 9))
