@@ -52,16 +52,14 @@ def select_backend(name: str | None) -> None:
     os.environ["KERAS_BACKEND"] = name
 
 
-def join_processes(args) -> bool:
+def join_processes(args) -> None:
     """Join the other processes of a multi-process run, when the flags or Keras' variables
-    describe one; whether they did."""
+    describe one."""
     from cnnbuilder.training import multihost
 
     cluster = multihost.cluster_from(args.coordinator, args.num_processes, args.process_id)
-    if cluster is None:
-        return False
-    multihost.initialize(cluster)
-    return True
+    if cluster is not None:
+        multihost.initialize(cluster)
 
 
 # Set in the process a supervisor starts, so it trains rather than supervise again.

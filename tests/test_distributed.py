@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from test_tune_distributed import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -66,12 +67,6 @@ SCRIPT = textwrap.dedent("""\
     print(json.dumps({"process": distribution.process_index(), "devices": distribution.device_count(),
                       "history": result.history, "metrics": result.metrics}))
     """)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def environment(**extra) -> dict:

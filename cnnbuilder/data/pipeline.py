@@ -23,7 +23,7 @@ from cnnbuilder.data.preprocess import (
 from cnnbuilder.data.splits import Split, split_size
 from cnnbuilder.errors import DataError
 
-__all__ = ["make_pipeline"]
+__all__ = ["batch_count", "make_pipeline"]
 
 # Shuffle buffer for streamed splits whose elements may be large decoded images.
 _STREAM_SHUFFLE_BUFFER = 10_000
@@ -95,10 +95,16 @@ def make_pipeline(
         if known >= 0 and size is not None:
             # The filter hides the length: state it (a single device's, less a dropped
             # last batch), so Keras knows how many steps an epoch has.
-            devices = shard[1] * shard[2]
-            steps = size // batch_size + (size % batch_size >= devices)
+            steps = batch_count(size, batch_size, devices=shard[1] * shard[2])
             batches = batches.apply(tf.data.experimental.assert_cardinality(steps))
     return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def batch_count(size: int, batch_size: int, devices: int = 1) -> int:
+    """Batches of a split of `size` examples: the full ones, and a short last one when it
+    holds at least one row per device (`shard_batches` drops it otherwise)."""
+    full, rest = divmod(size, batch_size)
+    return full + (rest >= devices if rest else 0)
 
 
 def shard_batches(batches: tf.data.Dataset, index: int, processes: int,

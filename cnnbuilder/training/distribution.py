@@ -118,9 +118,11 @@ def data_shard() -> tuple[int, int, int] | None:
     """(this process's index, processes, devices per process) where a batch is split over
     several devices, else None: the pipeline then keeps, of every batch, the rows of this
     process's devices, an equal number per device (`cnnbuilder.data.make_pipeline`)."""
-    devices = device_count()
-    if backend() != "jax" or devices == 1:
+    if backend() != "jax":
         return None  # MirroredStrategy splits a batch itself and accepts unequal shares
+    devices = device_count()
+    if devices == 1:
+        return None
     processes = process_count()
     return (process_index(), processes, devices // processes)
 

@@ -16,6 +16,7 @@ import keras
 
 from cnnbuilder.data import Dataset
 from cnnbuilder.data import preprocessing_config
+from cnnbuilder.data.pipeline import batch_count
 from cnnbuilder.data.preprocess import DATASET
 from cnnbuilder.data.statistics import channel_statistics
 from cnnbuilder.errors import DataError, RecipeError
@@ -37,8 +38,7 @@ def steps_per_epoch(data: Dataset, batch_size: int, devices: int = 1) -> int:
     size = data.sizes["train"]
     if not size:
         return 1000
-    full, rest = divmod(size, batch_size)
-    return max(1, full + (rest >= devices if rest else 0))
+    return max(1, batch_count(size, batch_size, devices))
 
 
 @dataclass(frozen=True)
