@@ -12,15 +12,19 @@ import argparse
 import sys
 
 from cnnbuilder.cli_backend import add_backend_arguments, join_processes, select_backend, supervise
-from cnnbuilder.cli_args import (parse_assignments, parse_augment, parse_shape, positive_float,
-                                 positive_int)
+from cnnbuilder.cli_args import classes as classes_type
+from cnnbuilder.cli_args import (non_negative_float, parse_assignments, parse_augment, parse_shape,
+                                 positive_float, positive_int, seed)
 from cnnbuilder.cli_show import cmd_list, cmd_show
 from cnnbuilder.errors import CnnBuilderError
-from cnnbuilder.recipe.params import overrides_from
+from cnnbuilder.recipe import checks
+from cnnbuilder.recipe.params import arguments_from, overrides_from
 from cnnbuilder.recipe.training import SCHEDULES
 
 # Exit statuses (DESIGN.md §5).
 BAD_INPUT, INTERNAL_FAILURE, INTERRUPTED = 2, 1, 130
+# Build arguments as the command line names them in messages.
+_ARGUMENT_FLAGS = {"input_shape": "--input-shape", "classes": "--classes"}
 
 
 # ----------------------------------------------------------------------------- commands
@@ -129,17 +133,25 @@ def add_dataset_arguments(p) -> None:
     p.add_argument("--batch-size", type=positive_int, help="batch size (default: the recipe's)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a recipe param")
     p.add_argument("--input-shape", help="HEIGHT,WIDTH,CHANNELS (default: the recipe's)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in DIR")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a malformed flag told in one paragraph (no usage block) and exit 2."""
+
+    def error(self, message):
+        """Print `message` in one paragraph with where to find the usage; exit 2."""
+        self.exit(BAD_INPUT, f"{self.prog}: error: {message} (`{self.prog} --help` lists the flags)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command (each accepts `--debug`)."""
-    debug = argparse.ArgumentParser(add_help=False)
+    debug = _Parser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show the traceback of a failure")
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cnnbuilder", parents=[debug],
         description="Build, study, train, tune and export classic CNNs from YAML recipes.",
     )
@@ -154,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("show", help="per-stage table of a recipe's network")
     p.add_argument("recipe", help="recipe name or path to a .yaml file")
     p.add_argument("--input-shape", help="HEIGHT,WIDTH,CHANNELS (default: the recipe's)")
-    p.add_argument("--classes", type=positive_int, help="number of classes (default: the recipe's)")
+    p.add_argument("--classes", type=classes_type, help="number of classes (default: the recipe's)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a recipe param")
     p.add_argument("--plot", metavar="FILE.png", help="also draw the network as a block diagram")
     p.add_argument("--training", nargs="*", metavar="NAME=VALUE",
@@ -173,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=positive_float, help="initial learning rate")
     p.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "rmsprop"))
     p.add_argument("--schedule", choices=SCHEDULES)
-    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--weight-decay", type=non_negative_float)
     p.add_argument("--augment", help="comma-separated crop,flip,translate or none")
     p.add_argument("--mixed-precision", action="store_true", help="mixed precision (float16 on GPU, bfloat16 on CPU)")
     p.add_argument("--jit", action="store_true", help="compile the training step with XLA (TensorFlow; on JAX it always is)")
@@ -209,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, help="batch size (default: the recipe's, or tuned)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="hold a recipe param fixed")
     p.add_argument("--input-shape", help="HEIGHT,WIDTH,CHANNELS (default: the recipe's)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed, 0 to 2**32-1 (default 0)")
     p.add_argument("--retrain-epochs", type=positive_int, metavar="N",
                    help="then train the best configuration for N epochs into DIR/best_retrained")
     p.add_argument("--trial-timeout", type=positive_float, metavar="SECONDS",
@@ -231,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: from the --output suffix, else savedmodel")
     p.add_argument("--quantize", metavar="dynamic|float16|int8",
                    help="LiteRT post-training quantization (int8 calibrates on the run's training images)")
-    p.add_argument("--max-accuracy-drop", type=float, default=2.0, metavar="POINTS",
+    p.add_argument("--max-accuracy-drop", type=non_negative_float, default=2.0, metavar="POINTS",
                    help="fail a quantized export losing more test accuracy than this (default 2 points)")
     p.add_argument("--force", action="store_true", help="replace an existing export")
     p.add_argument("--class-names", help="comma-separated labels (default: the run's)")
@@ -311,15 +323,18 @@ def _run_command(args, argv: list[str]) -> int:
     try:
         # Export writes TensorFlow artifacts (SavedModel, LiteRT, ONNX through tf2onnx) and
         # predict reads them: both run on TensorFlow whatever $KERAS_BACKEND says.
-        select_backend(getattr(args, "backend", None)
-                       or ("tensorflow" if args.command in ("export", "predict") else None))
+        backend = getattr(args, "backend", None) or (
+            "tensorflow" if args.command in ("export", "predict") else None)
+        if backend is None and args.command != "list":
+            checks.environment_backend()  # Keras would fail on a bogus one with a bare error
+        select_backend(backend)
         supervised = supervise(args, argv) if args.command == "train" else None
         if supervised is not None:
             return supervised
         if args.command != "list":
             _import_tensorflow_quietly()
         # Recipe messages name a param given on the command line as `--set NAME=VALUE`.
-        with overrides_from("--set"):
+        with overrides_from("--set"), arguments_from(_ARGUMENT_FLAGS):
             return args.run(args)
     except KeyboardInterrupt:
         print(f"cnnbuilder {args.command}: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ import argparse
 import yaml
 
 from cnnbuilder.errors import UsageError
+from cnnbuilder.recipe import checks
 
 
 def parse_assignments(items: list[str] | None, option: str = "--set") -> dict:
@@ -27,49 +28,65 @@ def parse_assignments(items: list[str] | None, option: str = "--set") -> dict:
     return values
 
 
-def parse_shape(text: str | None) -> tuple | None:
-    """`--input-shape 32,32,3` as a tuple (`none` for an unknown size)."""
+def parse_shape(text: str | None, option: str = "--input-shape") -> tuple | None:
+    """`--input-shape 32,32,3` as a tuple (`none` for an unknown height or width)."""
     if text is None:
         return None
+    parts = [p.strip() for p in text.split(",")]
+    shape = tuple(None if p.lower() in ("none", "") else p for p in parts)
     try:
-        shape = tuple(None if p.strip().lower() in ("none", "") else int(p) for p in text.split(","))
+        shape = tuple(d if d is None else int(d) for d in shape)
     except ValueError:
         shape = ()
-    if len(shape) != 3 or any(d is not None and d < 1 for d in shape):
-        raise UsageError(f"--input-shape expects HEIGHT,WIDTH,CHANNELS such as 32,32,3; got {text!r}.")
-    return shape
-
-
-def _positive(text: str, convert, what: str):
-    """`text` converted by `convert` when the result is above 0, else an argparse error
-    saying what was expected."""
     try:
-        value = convert(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive {what}, got {value}")
-    return value
+        return checks.input_shape(shape, option)
+    except UsageError:
+        raise UsageError(f"{option} expects HEIGHT,WIDTH,CHANNELS of positive integers at most "
+                         f"{checks.DIMENSION_MAX:,}, such as 32,32,3; got {text!r}.") from None
+
+
+def _argparse_type(check, **options):
+    """An argparse type from a `recipe.checks` helper: its message without the label
+    (argparse names the flag itself)."""
+    def convert(text: str):
+        try:
+            return check(text, "", **options)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(": ")) from None
+    convert.__name__ = check.__name__
+    convert.__doc__ = f"An argparse type: `recipe.checks.{check.__name__}`."
+    return convert
+
+
+# argparse types: each flag refuses what the matching Python keyword refuses.
+positive_float = _argparse_type(checks.positive_number)
+non_negative_float = _argparse_type(checks.positive_number, allow_zero=True)
+seed = _argparse_type(checks.seed)
+classes = _argparse_type(checks.classes)
 
 
 def positive_int(text: str) -> int:
     """An argparse type: an integer >= 1."""
-    return _positive(text, int, "integer")
-
-
-def positive_float(text: str) -> float:
-    """An argparse type: a number > 0."""
-    return _positive(text, float, "number")
+    try:
+        return checks.integer_in_range(text, "", 1)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(": ")) from None
 
 
 def parse_augment(text: str | None):
-    """`--augment crop,flip` (or `none`) as a list of known augmentations."""
+    """`--augment crop,flip` (or `none` alone) as a list of known augmentations."""
     if text is None:
         return None
-    names = [] if text.strip().lower() == "none" else [p.strip() for p in text.split(",") if p.strip()]
     from cnnbuilder.recipe.training import AUGMENTATIONS
 
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if [n.lower() for n in names] == ["none"]:
+        return []
+    if not names or "none" in (n.lower() for n in names):
+        raise UsageError(f"--augment {text!r}: write none alone, or a comma-separated list of "
+                         f"{', '.join(AUGMENTATIONS)}.")
     unknown = [n for n in names if n not in AUGMENTATIONS]
     if unknown:
-        raise UsageError(f"--augment: unknown augmentation {unknown[0]!r}; use a comma-separated list of {', '.join(AUGMENTATIONS)}, or none.")
+        raise UsageError(f"--augment: unknown augmentation {unknown[0]!r}; write a comma-separated "
+                         f"list of {', '.join(AUGMENTATIONS)} (or none alone).")
     return names

@@ -3,8 +3,10 @@ per-stage table, the diagram, the resolved training settings)."""
 
 from __future__ import annotations
 
+import math
+
 from cnnbuilder.cli_args import parse_assignments, parse_shape
-from cnnbuilder.errors import UsageError
+from cnnbuilder.errors import CnnBuilderError, UsageError
 
 
 def cmd_list(args) -> int:
@@ -63,8 +65,17 @@ def cmd_show(args) -> int:
         from cnnbuilder.plots.architecture import check_image_path
 
         check_image_path(args.plot)  # before the (slow) build
-    model = build(recipe, input_shape=shape, classes=args.classes, **overrides)
-    stages = summarize(model, plan)
+    from cnnbuilder.model import cost as costs
+
+    # A skeleton: the layers and their shapes, no weight allocated, whatever the size.
+    try:
+        with costs.skeleton_scope():
+            model = build(recipe, input_shape=shape, classes=args.classes, **overrides)
+        stages = summarize(model, plan)
+        cost = costs.model_cost(model, plan)
+        trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
+    finally:
+        costs.discard_skeleton()
     # Multiply-adds need a fixed input size (`--input-shape none,none,3` leaves them unknown).
     sized = all(d is not None for d in plan.input_shape[:2])
 
@@ -86,9 +97,17 @@ def cmd_show(args) -> int:
     table.add_row("total", f"{len(model.layers)} layers", "", f"{total_params:,}", macs(total_macs))
     console = Console(width=120)
     console.print(table)
-    trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
     console.print(f"input {plan.input_shape}, params {total_params:,} (trainable {trainable:,}), "
                   f"multiply-adds {macs(total_macs)} per image")
+    memory = f"{cost.activations * 4 / 2**20:,.1f} MiB" if sized else "?"
+    console.print(f"activations {memory} per image (float32 forward); weights "
+                  f"{cost.params * 4 / 2**20:,.1f} MiB; training memory about "
+                  f"{cost.training_memory(32) / 2**30:,.2f} GiB at batch 32" if sized else
+                  f"activations ? per image (the input size is unknown)")
+    try:  # what build, train and tune would say of it
+        costs.check_bound(cost, plan, recipe, costs.given_arguments(recipe, plan))
+    except CnnBuilderError as exc:
+        console.print(f"over the bound: build, train and tune refuse this model: {exc}", markup=False)
     if args.plot:
         from cnnbuilder.plots.architecture import plot_architecture
 

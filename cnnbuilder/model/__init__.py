@@ -4,7 +4,11 @@ Model-building code uses `keras.layers` and `keras.ops` only, so recipes build u
 Keras backend.
 """
 
-from cnnbuilder.model.builder import build
+from cnnbuilder.recipe.checks import environment_backend
+
+environment_backend()  # before Keras is first imported: a bogus $KERAS_BACKEND named plainly
+
+from cnnbuilder.model.builder import build  # noqa: E402
 from cnnbuilder.model.features import feature_info, layer_strides, stage_outputs
 from cnnbuilder.model.freeze import freeze
 from cnnbuilder.model.onednn import cpu_has_avx512, find_onednn_crash_pattern

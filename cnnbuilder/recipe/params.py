@@ -46,6 +46,36 @@ def overrides_from(label: str):
         _OVERRIDE_SOURCE.reset(token)
 
 
+# How build arguments are named in messages: `input_shape=(8, 8, 1)` for build(...); the
+# command line says `--input-shape 8,8,1` (`arguments_from({"input_shape": "--input-shape"})`).
+_ARGUMENT_FLAGS = contextvars.ContextVar("argument_flags", default={})
+
+
+@contextlib.contextmanager
+def arguments_from(flags: dict):
+    """Within the block, messages name the build argument `name` by its flag `flags[name]`
+    (``{"input_shape": "--input-shape", "classes": "--classes"}``) instead of the keyword."""
+    token = _ARGUMENT_FLAGS.set(dict(flags))
+    try:
+        yield
+    finally:
+        _ARGUMENT_FLAGS.reset(token)
+
+
+def argument_label(name: str, value) -> str:
+    """'--input-shape 8,8,1' on the command line, 'input_shape=(8, 8, 1)' in Python."""
+    flag = _ARGUMENT_FLAGS.get().get(name)
+    if flag is None:
+        return f"{name}={value!r}"
+    text = ",".join("none" if d is None else str(d) for d in value) if isinstance(value, tuple) else value
+    return f"{flag} {text}"
+
+
+def argument_name(name: str) -> str:
+    """'--input-shape' on the command line, 'input_shape' (the keyword) in Python."""
+    return _ARGUMENT_FLAGS.get().get(name, name)
+
+
 def override_label(name: str, value, source: str | None = None) -> str:
     """'--set growth_rate=0' or 'keyword argument growth_rate=0'."""
     return f"{source or _OVERRIDE_SOURCE.get()} {name}={value!r}"

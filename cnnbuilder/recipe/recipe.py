@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from cnnbuilder.errors import RecipeError
+from cnnbuilder.recipe import checks
 from cnnbuilder.recipe.document import Document
+from cnnbuilder.recipe.params import argument_label, argument_name
 from cnnbuilder.recipe.resolve import Plan, resolve
 from cnnbuilder.recipe.training import check_settings
 from cnnbuilder.recipe.vocabulary import did_you_mean
@@ -111,15 +113,17 @@ class Recipe:
     def plan(self, *, input_shape=None, include_top: bool = True, classes: int | None = None,
              classifier_activation: Any = "softmax", **overrides) -> Plan:
         """Resolve params and blocks for one build; raises RecipeError on any problem."""
-        shape = tuple(input_shape) if input_shape is not None else self.default_input_shape
-        if len(shape) != 3:
-            raise RecipeError(
-                f"{self.document.source}: input_shape must be (height, width, channels), got {shape}."
-            )
+        shape = (checks.input_shape(input_shape, argument_name("input_shape")) if input_shape is not None
+                 else self.default_input_shape)
+        classes = checks.classes(classes, argument_name("classes"))
+        # A shape the user chose (not the recipe's own) is named when the map shrinks to nothing.
+        given = shape != self.default_input_shape and input_shape is not None
+        input_label = argument_label("input_shape", shape) if given else None
         minimum = self.metadata.get("min_input")
         if minimum and any(d is not None and d < minimum for d in shape[:2]):
             raise RecipeError(
-                f"{self.document.where(('metadata', 'min_input'))}: input size must be at least "
+                (f"{input_label}: " if input_label else "")
+                + f"{self.document.where(('metadata', 'min_input'))}: input size must be at least "
                 f"{minimum}x{minimum} for {self.name}; received input_shape={shape}."
             )
         return resolve(
@@ -129,6 +133,7 @@ class Recipe:
             include_head=include_top,
             classes=self.default_classes if classes is None else classes,
             classifier_activation=classifier_activation,
+            input_label=input_label,
         )
 
     def __repr__(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cnnbuilder.errors import RecipeError
 from cnnbuilder.recipe.document import Document
 from cnnbuilder.recipe.fields import (ParamValues, raw_fields, resolve_defaults, resolve_fields,
                                      substitute_all, traced)
@@ -198,8 +199,12 @@ def check_cost(document, steps: list[Step], names) -> None:
                 raw, names)
 
 
-def propagate_shapes(document, steps: list[Step], input_shape: tuple) -> list[Step]:
-    """Follow the tensor shape through the plan; reject blocks that cannot take it."""
+def propagate_shapes(document, steps: list[Step], input_shape: tuple,
+                     input_label: str | None = None) -> list[Step]:
+    """Follow the tensor shape through the plan; reject blocks that cannot take it.
+
+    `input_label` names an input shape the user gave (`--input-shape 8,8,1`): a map that
+    shrinks to nothing is then that argument's fault, not the recipe line's."""
     shape = tuple(input_shape)
     result = []
     for step in steps:
@@ -208,6 +213,11 @@ def propagate_shapes(document, steps: list[Step], input_shape: tuple) -> list[St
             output = tuple(spec.shape(shape, step.fields))
         except ShapeError as exc:
             raise document.error(step.path, f"block {step.block!r} ({step.name}) {exc}.") from None
+        if any(d is not None and d < 1 for d in output) and input_label:
+            raise RecipeError(
+                f"{input_label}: the input is too small for {document.data.get('name', 'this network')}: "
+                f"its block {step.block!r} ({step.name}) turns a {shape} tensor into {output}. "
+                f"Give a larger input shape (the recipe's own is {document.data.get('metadata', {}).get('input_shape')}).")
         if any(d is not None and d < 1 for d in output):
             raise document.error(
                 step.path,
@@ -221,7 +231,8 @@ def propagate_shapes(document, steps: list[Step], input_shape: tuple) -> list[St
 
 
 def resolve(document: Document, *, overrides: dict, input_shape: tuple, include_head: bool,
-            classes: int, classifier_activation, override_source: str | None = None) -> Plan:
+            classes: int, classifier_activation, override_source: str | None = None,
+            input_label: str | None = None) -> Plan:
     """The `Plan` of one build; raises RecipeError (file, line, field) on any problem.
 
     `override_source` names the overrides in messages ("--set"; default: "keyword
@@ -235,7 +246,7 @@ def resolve(document: Document, *, overrides: dict, input_shape: tuple, include_
     if not steps:
         raise document.error((), "the recipe has no blocks: give at least one of stem, stages, head.")
     check_cost(document, steps, names)
-    steps = propagate_shapes(document, steps, input_shape)
+    steps = propagate_shapes(document, steps, input_shape, input_label)
     return Plan(document.data.get("name", "model"), params, steps, tuple(input_shape), defaults)
 
 

@@ -69,13 +69,16 @@ _ErrorFactory = Callable[[tuple, str], Exception]
 
 
 def parse_space(section, *, params: dict, training_checks: dict | None = None,
-                error: _ErrorFactory | None = None, source: str = "tune") -> SearchSpace:
+                error: _ErrorFactory | None = None, source: str = "tune",
+                declaration: Callable | None = None) -> SearchSpace:
     """Check a `tune:` mapping and return its `SearchSpace`.
 
     `params` maps the recipe's declared params to their raw defaults (a `${...}` default
     is not type-checked). `training_checks` maps training settings to (check, expected)
     as in `cnnbuilder.recipe.training`. `error(path, message)` builds the exception
     (a recipe's `document.error` names file, line and field); paths start with "tune".
+    `declaration(name)` is what a param declares it accepts (`Document.declaration`): a
+    value of the space outside it is the `tune:` entry's error, reported there.
     """
     if training_checks is None:
         training_checks = TRAINING_CHECKS
@@ -111,7 +114,8 @@ def parse_space(section, *, params: dict, training_checks: dict | None = None,
                               f"settings go under tune.training)." + did_you_mean(str(name), params))
         if spec is None:
             continue
-        dimensions.append(_dimension(path, name, "params", spec, error, default=params[name]))
+        dimensions.append(_dimension(path, name, "params", spec, error, default=params[name],
+                                     declared=declaration(name) if declaration else None))
     return SearchSpace(tuple(dimensions), source)
 
 
@@ -119,7 +123,10 @@ def _format(path) -> str:
     return ".".join(str(p) for p in path)
 
 
-def _dimension(path, name, section, spec, error, *, default=None, check=None) -> Dimension:
+def _dimension(path, name, section, spec, error, *, default=None, check=None,
+               declared=None) -> Dimension:
+    """One entry of a `tune:` section checked: its form, and its values against what the
+    param or setting accepts (its type, and its declaration `declared`)."""
     what = f"param {name!r}" if section == "params" else f"training setting {name!r}"
     if not isinstance(spec, dict):
         raise error(path, f"expected {FORMS} to tune {what}, got {spec!r}.")
@@ -133,7 +140,7 @@ def _dimension(path, name, section, spec, error, *, default=None, check=None) ->
             allowed = [kind, *OPTIONS[kind]]
             raise error(path + (key,), f"unknown key {key!r} in a {kind} range (keys: "
                                        f"{', '.join(allowed)})." + did_you_mean(str(key), allowed))
-    accepts = _acceptor(what, default, check)
+    accepts = _acceptor(what, default, check, declared)
     if kind == "choice":
         values = spec["choice"]
         if not isinstance(values, list) or not values:
@@ -200,8 +207,19 @@ def _expression(value) -> bool:
     return isinstance(value, str) and "${" in value
 
 
-def _acceptor(what, default, check):
+def _acceptor(what, default, check, declared=None):
     """A function value -> None if `value` suits the param/setting, else what was expected."""
+    if declared is not None:
+        by_type = _acceptor(what, default, check)
+
+        def accepts_declared(value):
+            problem = declared.problem(value)
+            if problem:
+                at = f" at {declared.where}" if declared.where else ""
+                return f"{what} accepts {declared.describe()} (declared{at}), got {value!r}."
+            return by_type(value)
+
+        return accepts_declared
     if check is not None:
         test, expected = check
 
@@ -287,13 +305,15 @@ def recipe_space(recipe, section=None, *, load: Callable[[object], Recipe] | Non
     declared = recipe.document.data.get("params") or {}
     if section is None:
         return parse_space(tune_section(recipe), params=declared, error=recipe.document.error,
-                           source=f"the tune: section of {recipe.name}")
+                           source=f"the tune: section of {recipe.name}",
+                           declaration=recipe.document.declaration)
     where = f"the search space given for {recipe.name}"
 
     def error(path, message):
         return RecipeError(f"{where}, field {_format(path)}: {message}")
 
-    return parse_space(section, params=declared, error=error, source=where)
+    return parse_space(section, params=declared, error=error, source=where,
+                       declaration=recipe.document.declaration)
 
 
 def check_reachable(space: SearchSpace, check: Callable[[dict, dict], str | None], *,

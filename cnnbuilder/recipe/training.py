@@ -95,7 +95,8 @@ class TrainingConfig:
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float: `.inf` (YAML) or `inf` would train to a NaN loss."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _integer(value) -> bool:

@@ -8,10 +8,15 @@ its blocks here; `cnnbuilder.model.blocks` registers one implementation per entr
 from __future__ import annotations
 
 import difflib
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 REQUIRED = object()
+# The layer names Keras accepts and exported files keep (no "/", no spaces); the same rule
+# as `cnnbuilder.recipe.checks.NAME_PATTERN`, for a block's `name:`.
+LAYER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 
 ACTIVATIONS = frozenset(
     "relu relu6 sigmoid softmax tanh elu selu gelu silu swish linear leaky_relu "
@@ -59,7 +64,7 @@ class Field:
     """One field of a block: its kind, default (`REQUIRED` if none), bounds and description."""
 
     name: str
-    kind: str  # int | float | bool | choice | size | padding | activation | initializer | str
+    kind: str  # int | float | bool | choice | size | padding | activation | initializer | str | name
     default: Any = REQUIRED
     doc: str = ""
     minimum: float | None = None  # inclusive
@@ -85,6 +90,7 @@ class Field:
             "activation": "activation name",
             "initializer": "initializer name",
             "str": "string",
+            "name": "a name of letters, digits and _ . - that starts with a letter or _",
         }[self.kind]
         bounds = []
         if self.minimum is not None:
@@ -118,10 +124,12 @@ class Field:
             return expected + f" (one of {', '.join(sorted(names))})" + did_you_mean(value, names)
         ok = {
             "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-            "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+            "float": lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                and math.isfinite(v)),
             "bool": lambda v: isinstance(v, bool),
             "choice": lambda v: any(v == c and type(v) is type(c) for c in self.choices),
             "str": lambda v: isinstance(v, str) and bool(v),
+            "name": lambda v: isinstance(v, str) and LAYER_NAME.fullmatch(v) is not None,
         }[kind](value)
         if not ok:
             return expected
@@ -138,7 +146,7 @@ class Field:
 
 
 COMMON_FIELDS = (
-    Field("name", "str", None, "layer-name prefix (default: derived from the stage and position)", optional=True),
+    Field("name", "name", None, "layer-name prefix (default: derived from the stage and position)", optional=True),
     Field("repeat", "int", 1, "how many times the block is applied in sequence", minimum=0),
 )
 
