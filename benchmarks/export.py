@@ -51,11 +51,11 @@ def main() -> None:
     from cnnbuilder.serving import export
     from cnnbuilder.serving.run_data import RunData
     from cnnbuilder.serving.runtimes import FileModel
-    from cnnbuilder.training import rundir
+    from cnnbuilder import runs
 
     shutil.rmtree(args.out, ignore_errors=True)
-    run = rundir.read_json(args.run / rundir.RUN)
-    model = keras.saving.load_model(args.run / rundir.MODEL, compile=False)
+    run = runs.read_json(args.run / runs.RUN)
+    model = keras.saving.load_model(args.run / runs.MODEL, compile=False)
     data = RunData(run["dataset"], run["preprocessing"])
     exports = {
         "SavedModel": export(args.run, args.out / "savedmodel" / "1"),

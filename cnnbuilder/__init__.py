@@ -30,7 +30,7 @@ _LAZY = {
     "stage_outputs": "cnnbuilder.model",
     "feature_info": "cnnbuilder.model",
     "transfer_weights": "cnnbuilder.model",
-    "load_model": "cnnbuilder.training.saving",
+    "load_model": "cnnbuilder.model.loading",
     "train": "cnnbuilder.training",
     "HyperRecipe": "cnnbuilder.tuning",
     "tune": "cnnbuilder.tuning",

@@ -15,7 +15,8 @@ import pytest
 
 import cnnbuilder
 from cnnbuilder.errors import RunError
-from cnnbuilder.training import commit, prepare, rundir
+from cnnbuilder import runs
+from cnnbuilder.training import commit, prepare
 from helpers import TINY_RECIPE, write
 
 CLI = [sys.executable, "-m", "cnnbuilder.cli"]
@@ -28,7 +29,7 @@ def tiny(tmp_path):
 
 def snapshot(directory: Path) -> dict:
     return {p.relative_to(directory).as_posix(): p.read_bytes()
-            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != rundir.LOCK}
+            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != runs.LOCK}
 
 
 # ----------------------------------------------------------------------------- the lock
@@ -36,7 +37,7 @@ def snapshot(directory: Path) -> dict:
 
 def test_a_second_process_on_a_directory_refuses_at_once_naming_the_holder(tiny, tmp_path):
     out = tmp_path / "run"
-    with rundir.exclusive(out / rundir.LOCK, what="training run"):
+    with runs.exclusive(out / runs.LOCK, what="training run"):
         started = time.monotonic()
         with pytest.raises(RunError, match=rf"in use by another cnnbuilder training run \(pid {os.getpid()} on "):
             cnnbuilder.train(tiny, "digits", output=out, epochs=1, verbose=0)
@@ -45,22 +46,22 @@ def test_a_second_process_on_a_directory_refuses_at_once_naming_the_holder(tiny,
 
 
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
-    lock = tmp_path / "run" / rundir.LOCK
+    lock = tmp_path / "run" / runs.LOCK
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time\nfrom cnnbuilder.training import rundir\n"
-         f"with rundir.exclusive({str(lock)!r}, what='training run'):\n"
+         "import sys, time\nfrom cnnbuilder import runs\n"
+         f"with runs.exclusive({str(lock)!r}, what='training run'):\n"
          "    print('held', flush=True)\n    time.sleep(600)\n"],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RunError, match=f"pid {holder.pid} on "):
-            with rundir.exclusive(lock, what="training run"):
+            with runs.exclusive(lock, what="training run"):
                 pass
     finally:
         holder.kill()
         holder.wait()
-    with rundir.exclusive(lock, what="training run"):  # the dead holder's lock is gone
+    with runs.exclusive(lock, what="training run"):  # the dead holder's lock is gone
         assert f"pid {os.getpid()} on " in lock.read_text()
 
 
@@ -70,28 +71,28 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
 def unfinished(tiny, out: Path, epochs_done: int = 1) -> None:
     """An unfinished run's files, as train writes them after `epochs_done` epochs."""
     settings = prepare(tiny, cnnbuilder.load_dataset("digits"), training={"epochs": 3}).settings
-    (out / rundir.RESUME_DIR).mkdir(parents=True)
-    rundir.atomic_write_json(out / rundir.RUN, {**settings.identity(), **settings.record()})
-    (out / rundir.RESUME_DIR / f"epoch-{epochs_done}.keras").write_bytes(b"checkpoint")
+    (out / runs.RESUME_DIR).mkdir(parents=True)
+    runs.atomic_write_json(out / runs.RUN, {**settings.identity(), **settings.record()})
+    (out / runs.RESUME_DIR / f"epoch-{epochs_done}.keras").write_bytes(b"checkpoint")
     rows = [{"epoch": e, "loss": 1.0, "val_accuracy": 0.5} for e in range(1, epochs_done + 1)]
-    rundir.atomic_write_text(out / rundir.HISTORY_CSV, rundir.history_csv(rows))
-    rundir.atomic_write_json(out / rundir.STATE, {
-        **commit.fresh_state(), "epochs_done": epochs_done, "checkpoint": f"epoch-{epochs_done}.keras",
+    runs.atomic_write_text(out / runs.HISTORY_CSV, runs.history_csv(rows))
+    runs.atomic_write_json(out / runs.STATE, {
+        **runs.fresh_state(), "epochs_done": epochs_done, "checkpoint": f"epoch-{epochs_done}.keras",
         "best": 0.5, "best_epoch": epochs_done})
 
 
 DAMAGE = {
-    "truncated state": (lambda out: (out / rundir.STATE).write_text('{"epochs_do'), "cannot be read"),
-    "state not an object": (lambda out: (out / rundir.STATE).write_text("[1, 2]"), "not a JSON object"),
+    "truncated state": (lambda out: (out / runs.STATE).write_text('{"epochs_do'), "cannot be read"),
+    "state not an object": (lambda out: (out / runs.STATE).write_text("[1, 2]"), "not a JSON object"),
     "hand-edited epochs_done": (
-        lambda out: (out / rundir.STATE).write_text(json.dumps({**json.loads((out / rundir.STATE).read_text()), "epochs_done": "2"})),
+        lambda out: (out / runs.STATE).write_text(json.dumps({**json.loads((out / runs.STATE).read_text()), "epochs_done": "2"})),
         "epochs_done is '2'"),
-    "missing checkpoint": (lambda out: (out / rundir.RESUME_DIR / "epoch-1.keras").unlink(), "checkpoint of epoch 1"),
+    "missing checkpoint": (lambda out: (out / runs.RESUME_DIR / "epoch-1.keras").unlink(), "checkpoint of epoch 1"),
     "history shorter than the state": (
-        lambda out: (out / rundir.HISTORY_CSV).write_text("epoch,loss\n"), "holds 0 of the 1 finished epochs"),
-    "progress without state": (lambda out: (out / rundir.STATE).unlink(), "but no state.json"),
-    "state without run record": (lambda out: (out / rundir.RUN).unlink(), "no run.json"),
-    "truncated run record": (lambda out: (out / rundir.RUN).write_text("{"), "cannot be read"),
+        lambda out: (out / runs.HISTORY_CSV).write_text("epoch,loss\n"), "holds 0 of the 1 finished epochs"),
+    "progress without state": (lambda out: (out / runs.STATE).unlink(), "but no state.json"),
+    "state without run record": (lambda out: (out / runs.RUN).unlink(), "no run.json"),
+    "truncated run record": (lambda out: (out / runs.RUN).write_text("{"), "cannot be read"),
 }
 
 
@@ -114,7 +115,7 @@ def test_a_damaged_unfinished_run_is_refused_with_a_way_out_and_left_as_it_was(t
 @pytest.mark.slow
 def test_a_full_disk_while_committing_an_epoch_keeps_the_previous_one_resumable(tiny, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    save = rundir.atomic_save_model
+    save = runs.atomic_save_model
     calls = {"epoch": 0}
 
     def full_disk_at_epoch_2(model, path):
@@ -124,13 +125,13 @@ def test_a_full_disk_while_committing_an_epoch_keeps_the_previous_one_resumable(
                 raise OSError(errno.ENOSPC, "No space left on device", str(path))
         save(model, path)
 
-    monkeypatch.setattr(rundir, "atomic_save_model", full_disk_at_epoch_2)
+    monkeypatch.setattr(runs, "atomic_save_model", full_disk_at_epoch_2)
     with pytest.raises(OSError, match="No space left"):
         cnnbuilder.train(tiny, "digits", output=out, epochs=3, batch_size=64, verbose=0)
-    state = json.loads((out / rundir.STATE).read_text())
-    assert state["epochs_done"] == 1 and (out / rundir.RESUME_DIR / state["checkpoint"]).is_file()
+    state = json.loads((out / runs.STATE).read_text())
+    assert state["epochs_done"] == 1 and (out / runs.RESUME_DIR / state["checkpoint"]).is_file()
     assert not list(out.rglob("*.tmp*"))  # no half-written file left behind
-    monkeypatch.setattr(rundir, "atomic_save_model", save)
+    monkeypatch.setattr(runs, "atomic_save_model", save)
     result = cnnbuilder.train(tiny, "digits", output=out, epochs=3, batch_size=64, verbose=0)
     assert [int(r["epoch"]) for r in result.history] == [1, 2, 3]
     assert result.metrics["epochs_run"] == 3
@@ -138,7 +139,7 @@ def test_a_full_disk_while_committing_an_epoch_keeps_the_previous_one_resumable(
 
 def test_a_second_search_on_a_directory_refuses_naming_the_holder(tmp_path):
     out = tmp_path / "search"
-    with rundir.exclusive(out / rundir.LOCK, what="search"):
+    with runs.exclusive(out / runs.LOCK, what="search"):
         with pytest.raises(RunError, match=rf"in use by another cnnbuilder search \(pid {os.getpid()} on "):
             cnnbuilder.tune("densenet_bc100_k12", dataset="digits", output=out, max_trials=1,
                             epochs=1, input_shape=(16, 16, 3), depth=16, quiet=True)
@@ -151,7 +152,7 @@ def test_a_second_export_of_a_version_refuses_naming_the_first(tmp_path):
     inputs = keras.Input((8, 8, 1))
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs)))
     version = tmp_path / "models" / "digits" / "1"
-    with rundir.exclusive(version.parent / f".1{rundir.LOCK}", what="export"):
+    with runs.exclusive(version.parent / f".1{runs.LOCK}", what="export"):
         with pytest.raises(RunError, match=rf"in use by another cnnbuilder export \(pid {os.getpid()} on "):
             cnnbuilder.export(model, version)
     assert not version.exists()

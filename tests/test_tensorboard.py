@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 import cnnbuilder
-from cnnbuilder.training import commit, rundir
+from cnnbuilder import runs
+from cnnbuilder.training import commit
 from helpers import TINY_RECIPE, write
 
 pytestmark = pytest.mark.slow
@@ -68,7 +69,7 @@ def test_train_logs_continue_across_a_resume(tmp_path, small_digits, monkeypatch
              if t == "epoch_learning_rate"]
     assert len(rates) == 3 and rates == sorted(rates, reverse=True) and rates[2] < rates[0]
     # The logged losses are the history's: the same epochs, not a restarted count.
-    history = rundir.read_history(out / "history.csv")
+    history = runs.read_history(out / "history.csv")
     logged = {s: float(v) for r, t, s, v in found if r == "train" and t == "epoch_loss"}
     np.testing.assert_allclose([logged[i] for i in range(3)],
                                [float(row["loss"]) for row in history], rtol=1e-6)
@@ -86,7 +87,7 @@ def test_no_tensorboard_writes_no_logs_and_the_same_training(tmp_path, small_dig
         cnnbuilder.train(recipe, small_digits, output=out, epochs=1, batch_size=64, verbose=0,
                          tensorboard=tensorboard)
         assert (out / "logs").exists() == tensorboard
-        rows[tensorboard] = rundir.read_history(out / "history.csv")
+        rows[tensorboard] = runs.read_history(out / "history.csv")
     # Showing images reads a fresh copy of the pipeline: the training batches are unchanged.
     np.testing.assert_allclose(float(rows[True][0]["loss"]), float(rows[False][0]["loss"]), rtol=1e-4)
 

@@ -17,9 +17,11 @@ __all__ = ["check_images", "load_arrays"]
 
 
 def load_arrays(
-    spec, class_names, seed: int, validation_split: float, test_split: float
+    spec, class_names, seed: int, validation_split: float, test_split: float, *,
+    raw_floats: bool = False,
 ) -> Dataset:
-    """Caller-supplied NumPy arrays: a single (x, y) pair (split here) or a dict of splits."""
+    """Caller-supplied NumPy arrays: a single (x, y) pair (split here) or a dict of splits.
+    With `raw_floats`, float images stay as given (only checked finite)."""
     if isinstance(spec, Mapping):
         unknown = set(spec) - {"train", "validation", "test"}
         missing = {"train", "test"} - set(spec)
@@ -28,13 +30,13 @@ def load_arrays(
                 f"A dict dataset needs the keys 'train' and 'test' (and optionally "
                 f"'validation'), each an (x, y) pair; got keys {sorted(map(str, spec))}."
             )
-        splits = {key: _check_pair(value, key) for key, value in spec.items()}
+        splits = {key: _check_pair(value, key, raw_floats) for key, value in spec.items()}
         if "validation" not in splits:
             x, y = splits["train"]
             train, validation, _ = stratified_split(y, validation_split, 0.0, seed)
             splits["train"], splits["validation"] = take(x, y, train), take(x, y, validation)
     else:
-        x, y = _check_pair(spec, "arrays")
+        x, y = _check_pair(spec, "arrays", raw_floats)
         train, validation, test = stratified_split(y, validation_split, test_split, seed)
         splits = {
             "train": take(x, y, train),
@@ -58,7 +60,7 @@ def load_arrays(
     )
 
 
-def _check_pair(pair, where: str) -> tuple[np.ndarray, np.ndarray]:
+def _check_pair(pair, where: str, raw_floats: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Validate one (x, y) pair; return (uint8 NHWC images, int64 labels)."""
     if not isinstance(pair, (tuple, list)) or len(pair) != 2:
         length = f" of length {len(pair)}" if hasattr(pair, "__len__") else ""
@@ -67,11 +69,12 @@ def _check_pair(pair, where: str) -> tuple[np.ndarray, np.ndarray]:
             f"{type(pair).__name__}{length}."
         )
     x, y = np.asarray(pair[0]), np.asarray(pair[1])
-    return check_images(x, where), _check_labels(y, len(x), where)
+    return check_images(x, where, raw_floats=raw_floats), _check_labels(y, len(x), where)
 
 
-def check_images(x: np.ndarray, where: str) -> np.ndarray:
-    """uint8 NHWC images from uint8/integer 0..255 or float 0..1 arrays, NHW or NHWC."""
+def check_images(x: np.ndarray, where: str, *, raw_floats: bool = False) -> np.ndarray:
+    """uint8 NHWC images from uint8/integer 0..255 or float 0..1 arrays, NHW or NHWC;
+    with `raw_floats`, float arrays of any finite values as float32, unchanged."""
     if x.ndim == 3:
         x = x[..., np.newaxis]
     if x.ndim != 4 or x.shape[-1] not in (1, 2, 3, 4) or 0 in x.shape:
@@ -81,6 +84,10 @@ def check_images(x: np.ndarray, where: str) -> np.ndarray:
         )
     if x.dtype == np.uint8:
         return x
+    if raw_floats and np.issubdtype(x.dtype, np.floating):
+        if not np.isfinite(x).all():
+            raise DataError(f"Images x of {where} hold NaN or infinite values.")
+        return x.astype(np.float32)
     if np.issubdtype(x.dtype, np.integer) and x.min() >= 0 and x.max() <= 255:
         return x.astype(np.uint8)
     if np.issubdtype(x.dtype, np.floating) and np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1:

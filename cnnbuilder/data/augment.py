@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from cnnbuilder.errors import DataError
 
-__all__ = ["AUGMENTATIONS", "augment_batches", "augmentation_names"]
+__all__ = ["AUGMENTATIONS", "augment_batches", "augmentation_names", "epoch_seed"]
 
 
 def _random_shift(images: tf.Tensor, pad: int, seed: tf.Tensor) -> tf.Tensor:
@@ -76,13 +76,27 @@ def augmentation_names(augment) -> list[str]:
     return list(names)
 
 
-def augment_batches(batches: tf.data.Dataset, names: list[str], seed: int) -> tf.data.Dataset:
+def epoch_seed(seed: int, epoch, stream: int) -> tf.Tensor:
+    """The stateless seed (shape (2,)) of random `stream` (0: order, 1: augmentation) in
+    epoch `epoch` of a run seeded with `seed`."""
+    base = tf.stack([tf.constant(seed, tf.int64), tf.constant(stream, tf.int64)])
+    return tf.random.experimental.stateless_fold_in(base, tf.cast(epoch, tf.int64))
+
+
+def augment_batches(batches: tf.data.Dataset, names: list[str], seed: int,
+                    epoch=None) -> tf.data.Dataset:
     """Apply the named augmentations to each (images, labels) batch.
 
-    Each batch gets its own stateless seed from a seeded random stream that changes every
-    epoch, yet replays with the same `seed`.
+    Each batch gets its own stateless seed: in epoch `epoch` (a tensor) the b-th batch's
+    is drawn from (seed, epoch, b) alone, so a resumed run replays it exactly; with
+    `epoch` None, from a seeded stream that changes every pass.
     """
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    if epoch is None:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    else:
+        base = epoch_seed(seed, epoch, 1)
+        seeds = tf.data.Dataset.range(tf.int64.max).map(
+            lambda index: tf.random.experimental.stateless_fold_in(base, index))
 
     def augment(batch, batch_seed):
         images, labels = batch

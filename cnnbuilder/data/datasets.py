@@ -41,6 +41,7 @@ def load_dataset(
     test_split: float = 0.2,
     class_names: Sequence[str] | None = None,
     skip_bad_images: bool = False,
+    raw_floats: bool = False,
 ) -> Dataset:
     """Load a dataset from a spec.
 
@@ -61,6 +62,9 @@ def load_dataset(
             them in `Dataset.skipped`, instead of raising a DataError that names them.
             Every file is checked when the folder is loaded either way, so training
             never meets a bad file mid-epoch. The other sources have no files to skip.
+        raw_floats: keep float NumPy images exactly as given (any finite values: a
+            caller's own Keras model takes them unchanged) instead of reading them as
+            [0, 1] pixels; the other sources are images and ignore it.
 
     Returns:
         The `Dataset`, its splits holding uint8 NHWC images and int64 labels.
@@ -79,7 +83,8 @@ def load_dataset(
             )
         return _load_named(spec, data_dir, validation_split, test_split, skip_bad_images)
     if isinstance(spec, (tuple, list, Mapping)):
-        return load_arrays(spec, class_names, seed, validation_split, test_split)
+        return load_arrays(spec, class_names, seed, validation_split, test_split,
+                           raw_floats=raw_floats)
     raise DataError(
         f"Unknown dataset spec {spec!r} (a {type(spec).__name__}). Expected {SPEC_FORMS}."
     )

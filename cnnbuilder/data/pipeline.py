@@ -2,6 +2,12 @@
 
 Every image goes through `cnnbuilder.data.preprocess`, the conversion an exported model
 applies too; training batches are shuffled and augmented on the way.
+
+A training run's batches (``epochs=(first, end)``) are a function of (seed, epoch,
+position): epoch e's order is a permutation drawn from (seed, e) alone and the
+augmentation of its b-th batch from (seed, e, b) alone, with TensorFlow's stateless random
+ops. A run resumed at epoch k therefore sees exactly the batches the uninterrupted run saw
+from epoch k on, whatever ran before in the process.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from cnnbuilder.data.arrays import check_images
-from cnnbuilder.data.augment import augment_batches, augmentation_names
+from cnnbuilder.data.augment import augment_batches, augmentation_names, epoch_seed
 from cnnbuilder.data.folders import decode_files, file_source
 from cnnbuilder.data.preprocess import (
     check_input_shape,
@@ -42,6 +48,7 @@ def make_pipeline(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     shard: tuple[int, int, int] | None = None,
+    epochs: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 model input shaped like `input_shape`, int labels).
 
@@ -63,6 +70,11 @@ def make_pipeline(
             are split over several devices (`cnnbuilder.training.distribution.data_shard`):
             of every batch, this process keeps its devices' rows, an equal number per
             device, in the batch's order (`shard_batches`).
+        epochs: (first, end) with `training`: the batches of epochs first..end-1 one after
+            the other, each epoch's order and augmentation drawn from (seed, epoch,
+            position) (see the module docstring; pass ``steps_per_epoch=batch_count(...)``
+            to ``fit``). Needs a split of known size. Without it, each pass over the
+            pipeline is shuffled anew from a seeded stream.
 
     Returns:
         A prefetching ``tf.data.Dataset``.
@@ -75,29 +87,61 @@ def make_pipeline(
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise DataError(f"batch_size must be a positive integer, got {batch_size!r}.")
     names = augmentation_names(augment) if training else []
+    options = dict(input_shape=input_shape, batch_size=batch_size, training=training,
+                   names=names, seed=seed, repeat=repeat, normalization=normalization,
+                   stats=stats, shard=shard, size=split_size(split))
+    if training and epochs is not None:
+        if options["size"] is None:
+            raise DataError("epochs= needs a split of known size.")
+        first, end = epochs
+        batches = tf.data.Dataset.range(first, end).flat_map(
+            tf.autograph.experimental.do_not_convert(
+                lambda epoch: _batches(split, epoch=epoch, **options)))
+    else:
+        batches = _batches(split, epoch=None, **options)
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def _batches(split, *, input_shape, batch_size, training, names, seed, repeat, normalization,
+             stats, shard, size, epoch) -> tf.data.Dataset:
+    """The batches of one pass over `split` of `size` examples (None: unknown) in epoch
+    `epoch` (a tensor; None: seeded anew each pass); see `make_pipeline`."""
     # Augmentations work in [0, 1] (their padding is black); normalization follows them.
     convert = _convert_batch(input_shape, *(("unit", {}) if names else (normalization, stats)))
+    order = (seed, epoch) if training else None
     if isinstance(split, tf.data.Dataset):
-        batches = _stream_batches(split, input_shape, batch_size, training, seed, repeat, convert)
+        batches = _stream_batches(split, input_shape, batch_size, order, repeat, convert, size)
     else:
-        batches = _array_batches(split, batch_size, training, seed, repeat, convert)
+        batches = _array_batches(split, batch_size, order, repeat, convert)
     if names:
-        batches = augment_batches(batches, names, seed)
+        batches = augment_batches(batches, names, seed, epoch)
         if normalization != "unit":
             batches = batches.map(
                 lambda images, labels: (normalize(images, normalization, **stats), labels),
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
     if shard is not None:
-        known = batches.cardinality()
+        known = epoch is not None or batches.cardinality() >= 0
         batches = shard_batches(batches, *shard)
-        size = split_size(split)
-        if known >= 0 and size is not None:
+        if known and size is not None:
             # The filter hides the length: state it (a single device's, less a dropped
             # last batch), so Keras knows how many steps an epoch has.
             steps = batch_count(size, batch_size, devices=shard[1] * shard[2])
             batches = batches.apply(tf.data.experimental.assert_cardinality(steps))
-    return batches.prefetch(tf.data.AUTOTUNE)
+    return batches
+
+
+def _shuffled(count: int, order) -> tf.data.Dataset:
+    """Indices 0..count-1 in the training order `order` = (seed, epoch): a permutation
+    drawn from both (epoch None: reshuffled from the seed every pass); None: in order."""
+    if order is None:
+        return tf.data.Dataset.range(count)
+    seed, epoch = order
+    if epoch is None:
+        return tf.data.Dataset.range(count).shuffle(max(count, 1), seed=seed,
+                                                    reshuffle_each_iteration=True)
+    keys = tf.random.stateless_uniform([count], seed=epoch_seed(seed, epoch, 0))
+    return tf.data.Dataset.from_tensor_slices(tf.argsort(keys))
 
 
 def batch_count(size: int, batch_size: int, devices: int = 1) -> int:
@@ -139,7 +183,12 @@ def _convert_batch(input_shape, normalization: str, stats: dict):
     return convert
 
 
-def _array_batches(split, batch_size, training, seed, repeat, convert) -> tf.data.Dataset:
+def _as_float32(images, labels):
+    """A float batch as it is (`load_dataset(raw_floats=True)`'s arrays), in float32."""
+    return tf.cast(images, tf.float32), labels
+
+
+def _array_batches(split, batch_size, order, repeat, convert) -> tf.data.Dataset:
     """Batches from in-memory arrays: shuffle indices, gather whole batches, convert."""
     try:
         x, y = split
@@ -148,13 +197,15 @@ def _array_batches(split, batch_size, training, seed, repeat, convert) -> tf.dat
             f"A split must be (x, y) NumPy arrays or a tf.data.Dataset, got "
             f"{type(split).__name__}."
         ) from None
-    x = check_images(np.asarray(x), "the split") if len(x) else np.asarray(x)
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.floating):  # a caller's own features: fed as they are
+        convert = _as_float32
+    elif len(x):
+        x = check_images(x, "the split")
     images, labels = tf.constant(x), tf.constant(np.asarray(y))
     # Shuffling indices and gathering a batch at once is far cheaper than a shuffle
     # buffer that copies every image one by one.
-    indices = tf.data.Dataset.range(len(y))
-    if training:
-        indices = indices.shuffle(max(len(y), 1), seed=seed, reshuffle_each_iteration=True)
+    indices = _shuffled(len(y), order)
     if repeat:
         indices = indices.repeat()
     batches = indices.batch(batch_size).map(
@@ -164,20 +215,26 @@ def _array_batches(split, batch_size, training, seed, repeat, convert) -> tf.dat
     return batches.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _stream_batches(split, input_shape, batch_size, training, seed, repeat,
-                    convert) -> tf.data.Dataset:
+def _stream_batches(split, input_shape, batch_size, order, repeat, convert,
+                    known: int | None) -> tf.data.Dataset:
     """Batches from a tf.data split of unbatched (uint8 image, label)."""
     source = file_source(split)
-    if training and source is not None:
+    if order is not None and source is not None:
         paths, labels, channels, size = source
         # Shuffle file names, then decode: no buffer of decoded images.
-        files = tf.data.Dataset.from_tensor_slices((paths.astype(str), labels))
-        files = files.shuffle(max(len(paths), 1), seed=seed, reshuffle_each_iteration=True)
+        names, classes = tf.constant(paths.astype(str)), tf.constant(labels)
+        files = _shuffled(len(paths), order).map(
+            lambda i: (tf.gather(names, i), tf.gather(classes, i)))
         split = decode_files(files, channels, size)
-    elif training:
-        known = split_size(split)
+    elif order is not None:
         buffer = min(known, _STREAM_SHUFFLE_BUFFER) if known else _STREAM_SHUFFLE_BUFFER
-        split = split.shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=True)
+        seed, epoch = order
+        if epoch is None:
+            split = split.shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=True)
+        else:  # one seed per epoch, drawn from (seed, epoch)
+            drawn = tf.random.stateless_uniform([], seed=epoch_seed(seed, epoch, 0), minval=None,
+                                                maxval=None, dtype=tf.int64)
+            split = split.shuffle(max(buffer, 1), reshuffle_each_iteration=False, seed=drawn)
     if repeat:
         split = split.repeat()
     image_spec = split.element_spec[0]

@@ -14,11 +14,12 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from cnnbuilder.model import cost
 from cnnbuilder.model.blocks import BLOCK_FUNCTIONS
 from cnnbuilder.model.factory import LayerFactory
 from cnnbuilder.model.features import STAGE_ATTRIBUTE, layer_strides, select_stages, stage_outputs
 from cnnbuilder.errors import RecipeError, WeightsError
-from cnnbuilder.recipe import Plan, Recipe
+from cnnbuilder.recipe import Plan, Recipe, checks
 from cnnbuilder.recipe.vocabulary import ACTIVATIONS
 from cnnbuilder.zoo import load_recipe
 
@@ -63,6 +64,9 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
         WeightsError: weights that are missing or do not fit.
     """
     recipe = load_recipe(recipe)
+    input_shape = checks.input_shape(input_shape)
+    classes = checks.classes(classes)
+    name = None if name is None else checks.name(name)
     _check_arguments(recipe, include_top, weights, pooling, classes, classifier_activation)
     if out_indices is not None and not features_only:
         raise RecipeError(f"`out_indices` selects the outputs of `features_only=True`. "
@@ -73,6 +77,42 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
     plan = recipe.plan(input_shape=shape, include_top=include_top, classes=classes,
                        classifier_activation=classifier_activation, **params)
 
+    return build_planned(recipe, plan, include_top=include_top, weights=weights,
+                         input_tensor=input_tensor,
+                         pooling=pooling, name=name, features_only=features_only,
+                         out_indices=out_indices, params=params)
+
+
+def build_planned(recipe: Recipe, plan: Plan, *, include_top: bool = True, weights=None,
+                  input_tensor=None, pooling=None,
+                  name: str | None = None, features_only: bool = False, out_indices=None,
+                  params: dict | None = None) -> keras.Model:
+    """The model of a `plan` already resolved from `recipe` (`build` after its checks;
+    a training run, which planned its recipe once, builds through this).
+
+    Args:
+        recipe: the loaded `Recipe`.
+        plan: ``recipe.plan(...)``: input shape, head, classes and params resolved.
+        include_top: whether `plan` was resolved with the head.
+        weights, input_tensor, pooling, name, features_only, out_indices: as `build`.
+        params: the params `plan` was resolved with (a weights donor is built with them).
+    """
+    # Made as a skeleton first: the model's cost is bounded before anything is allocated.
+    model = cost.bounded(recipe, plan, lambda: _functional_model(
+        recipe, plan, input_tensor, include_top, pooling, features_only, out_indices, name))
+
+    if weights is not None:
+        from cnnbuilder.model.loading import load_weights
+
+        load_weights(model, weights, recipe=recipe, include_top=include_top, plan=plan,
+                     features_only=features_only, params=params or {})
+    return model
+
+
+def _functional_model(recipe, plan, input_tensor, include_top, pooling, features_only,
+                      out_indices, name) -> keras.Model:
+    """The functional graph of `plan` (on `input_tensor` when given); see `build`."""
+    shape = plan.input_shape
     # === Functional model ===
     if input_tensor is None:
         inputs = layers.Input(shape=shape, name="input")
@@ -93,14 +133,7 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
         outputs = x
     if input_tensor is not None:
         inputs = keras.utils.get_source_inputs(input_tensor)
-    model = keras.Model(inputs, outputs, name=name or recipe.name)
-
-    if weights is not None:
-        from cnnbuilder.model.loading import load_weights
-
-        load_weights(model, weights, recipe=recipe, include_top=include_top, plan=plan,
-                     features_only=features_only, params=params)
-    return model
+    return keras.Model(inputs, outputs, name=name or recipe.name)
 
 
 def apply_plan(plan: Plan, x):
@@ -206,4 +239,4 @@ def _input_shape(recipe: Recipe, include_top, weights, input_tensor, input_shape
 
 
 # stage_outputs and layer_strides moved to cnnbuilder.model.features; importable from here too.
-__all__ = ["apply_plan", "build", "layer_strides", "stage_outputs"]
+__all__ = ["apply_plan", "build", "build_planned", "layer_strides", "stage_outputs"]

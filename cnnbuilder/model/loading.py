@@ -19,15 +19,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cnnbuilder.errors import WeightsError
+from cnnbuilder import runs
+from cnnbuilder.errors import RunError, WeightsError
 from cnnbuilder.model.features import layer_stage
 from cnnbuilder.model.weights import keras_cache_file, load_through_reference
 
 logger = logging.getLogger("cnnbuilder")
 # keras.applications names the ImageNet classifier of every network it ships so.
 _APPLICATION_CLASSIFIER = "predictions"
-# What a run directory holds (cnnbuilder.training.rundir's names; model/ cannot import it).
-_RUN_MODEL, _RUN_RECORD = "model.keras", "run.json"
 
 
 @dataclass
@@ -87,7 +86,7 @@ def _load(model, weights, recipe, include_top, plan, features_only, params) -> L
                                       params)
     path = Path(weights)
     if path.is_dir():
-        path = run_model_file(path)
+        path = runs.model_file(path, error=WeightsError)
     if path.suffix == ".keras":
         return copy_matching(_load_keras_file(path), model, source=str(path))
     if path.name.endswith(".weights.h5"):
@@ -154,21 +153,6 @@ def copy_matching(donor: keras.Model, model: keras.Model, *, source: str) -> Loa
     return LoadReport(source, [layer.name for layer, _, _ in pairs], new)
 
 
-def run_model_file(directory: Path) -> Path:
-    """The `model.keras` of a cnnbuilder run directory (`train`'s, or `tune`'s best/).
-
-    Raises:
-        WeightsError: the directory holds none.
-    """
-    path = Path(directory) / _RUN_MODEL
-    if not path.is_file():
-        raise WeightsError(
-            f"{directory} is not a finished cnnbuilder run: it has no {_RUN_MODEL} (a "
-            "directory written by `cnnbuilder train`, or `tune`'s best/)."
-        )
-    return path
-
-
 def weights_normalization(weights, recipe) -> str | None:
     """The input normalization (`cnnbuilder.data.preprocess`) the weights were trained
     with, None when it is not known (random weights, or a weights file of our own).
@@ -184,14 +168,17 @@ def weights_normalization(weights, recipe) -> str | None:
     if path is None or (meta.get("keras_application") and path.suffix == ".h5"
                         and not path.name.endswith(".weights.h5")):
         return meta.get("preprocessing")
-    record = path / _RUN_RECORD if path.is_dir() else path.parent / _RUN_RECORD
-    if path.is_file() and path.name != _RUN_MODEL or not record.is_file():
-        return None
+    if path.is_file() and path.suffix != ".keras":
+        return None  # a weights file of our own: no record
     try:
-        return json.loads(record.read_text())["preprocessing"]["normalization"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise WeightsError(f"{record} holds no preprocessing record; it is not the run.json "
-                           "of a cnnbuilder run.") from None
+        recorded = runs.recorded_preprocessing(runs.model_file(path, error=WeightsError))
+    except RunError as error:
+        raise WeightsError(f"the weights' run record cannot be used: {error}") from None
+    normalization = (recorded or {}).get("normalization")
+    if recorded is not None and not isinstance(normalization, str):
+        raise WeightsError(f"the run.json beside {path} holds no preprocessing normalization; "
+                           "it is not the record of a cnnbuilder run.")
+    return normalization
 
 
 # ------------------------------------------------------------------------- sources
@@ -309,5 +296,33 @@ def _shapes(layer) -> list:
     return [tuple(w.shape) for w in layer.weights]
 
 
-__all__ = ["LoadReport", "copy_matching", "imagenet_file", "load_weights", "run_model_file",
+
+def load_model(path, *, compile: bool = True) -> keras.Model:
+    """Load a trained model (`safe_mode=True`: no Lambda code is ever run).
+
+    Args:
+        path: a `.keras` file, a run directory written by `cnnbuilder.train` (its best
+            epoch's model.keras) or a search directory written by `cnnbuilder.tune` (the
+            best trial's best/model.keras).
+        compile: restore the training configuration saved with the model (a finished
+            run's: its optimizer family and settings, loss and accuracy), as
+            `keras.saving.load_model` does.
+
+    Returns:
+        The `keras.Model`.
+
+    Raises:
+        RunError: no such file or run, or a file Keras cannot load.
+    """
+    import cnnbuilder.model.layers  # noqa: F401  (registers cnnbuilder's serializable layers)
+
+    file = runs.model_file(path)
+    try:
+        return keras.saving.load_model(file, compile=compile, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - corrupt zips, foreign configs, Lambda layers
+        detail = " ".join(str(exc).split())[:500]
+        raise RunError(f"cannot load the Keras model {file}: {type(exc).__name__}: {detail}") from None
+
+
+__all__ = ["LoadReport", "copy_matching", "imagenet_file", "load_model", "load_weights",
            "weights_normalization"]

@@ -16,7 +16,7 @@ run's record (`cnnbuilder.data.preprocessing_config`), and ``README.md``, its mo
 
 Every file is checked before it is published: LiteRT and ONNX against Keras, quantized
 LiteRT by its accuracy on the run's test split. The directory is written by the
-run-directory policy of `cnnbuilder.training.rundir`: staged in a hidden sibling and
+run-directory policy of `cnnbuilder.runs`: staged in a hidden sibling and
 renamed into place when complete, so a server polling the base path never sees a
 half-written version and a failure (a check that fails included) leaves nothing behind.
 An existing export is never overwritten without `force`.
@@ -42,7 +42,7 @@ from cnnbuilder.serving.source import (
     recorded_preprocessing,
     resolve_class_names,
 )
-from cnnbuilder.training import rundir
+from cnnbuilder import runs
 
 __all__ = ["FORMATS", "QUANTIZATIONS", "export", "format_export_summary", "weights_checksum"]
 
@@ -107,7 +107,7 @@ def export(
     final, filename = _check_output(directory, fmt)
     # One export of a version at a time: a second one refuses at once, naming the first
     # (a hidden, non-numeric file beside the version, which TF Serving ignores).
-    with rundir.exclusive(final.parent / f".{final.name}{rundir.LOCK}", what="export",
+    with runs.exclusive(final.parent / f".{final.name}{runs.LOCK}", what="export",
                           transient=True):
         return _export(model_or_run, fmt, quantize, final, filename, max_accuracy_drop=max_accuracy_drop,
                        force=force, class_names=class_names, dataset=dataset, data_dir=data_dir)
@@ -137,12 +137,12 @@ def _export(model_or_run, fmt, quantize, final: Path, filename, *, max_accuracy_
     elif fmt == "onnx":
         options = dict(run_data=run_data, filename=filename or ONNX)
     write = {"savedmodel": write_saved_model, "litert": write_litert, "onnx": write_onnx}[fmt]
-    with rundir.staged_directory(final, replace=force, refuse=refuse) as staging:
+    with runs.staged_directory(final, replace=force, refuse=refuse) as staging:
         details = write(source.model, staging, names, input_shape, preprocessing, **options)
         metadata = export_metadata(source, fmt, names, input_shape, preprocessing, details)
         metadata["files"] = [*metadata.get("files", []), MODEL_CARD]
-        rundir.atomic_write_json(staging / METADATA, metadata)
-        rundir.atomic_write_text(staging / MODEL_CARD, model_card(
+        runs.atomic_write_json(staging / METADATA, metadata)
+        runs.atomic_write_text(staging / MODEL_CARD, model_card(
             metadata, recipe=_recipe(metadata.get("recipe")), model=source.model))
     return final if filename is None else final / filename
 
@@ -152,7 +152,7 @@ def format_export_summary(directory) -> str:
     directory = shown = Path(directory)
     if directory.is_file():
         directory = directory.parent
-    meta = rundir.read_json(directory / METADATA, what="export metadata")
+    meta = runs.read_json(directory / METADATA, what="export metadata")
     if meta is None:
         raise RunError(f"{directory / METADATA} does not exist: not a cnnbuilder export.")
     shape = "x".join(str(d) for d in meta["input"]["shape"][1:])
@@ -281,7 +281,7 @@ def _refuse_foreign(final: Path, *, force: bool = False) -> None:
     Unlike a version directory it is not replaced with `force` unless it holds an earlier
     export (its metadata.json): a user's directory of other files is never deleted.
     """
-    if not rundir.is_occupied(final):
+    if not runs.is_occupied(final):
         return
     earlier = (final / METADATA).is_file()
     if earlier and force:
@@ -298,7 +298,7 @@ def _refuse_foreign(final: Path, *, force: bool = False) -> None:
 
 def _refuse_existing(final: Path) -> None:
     """RunError if version directory `final` already holds something."""
-    if rundir.is_occupied(final):
+    if runs.is_occupied(final):
         raise RunError(
             f"Version directory {final} already exists; exported versions are never "
             "overwritten. Export to a new version number (TF Serving serves the highest "

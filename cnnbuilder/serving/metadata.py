@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from cnnbuilder.data.preprocess import normalization_args, normalized_range
-from cnnbuilder.training.rundir import atomic_write_text
+from cnnbuilder.runs import atomic_write_text
 
 __all__ = ["LABELS", "LABELS_ASSET", "METADATA", "export_metadata", "model_input",
            "weights_checksum", "write_labels"]

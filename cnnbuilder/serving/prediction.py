@@ -24,7 +24,7 @@ from cnnbuilder.errors import CnnBuilderError, DataError, RunError
 from cnnbuilder.serving.images import read_image
 from cnnbuilder.serving.metadata import LABELS, LABELS_ASSET, METADATA
 from cnnbuilder.serving.runtimes import FileModel, resolve_export
-from cnnbuilder.training.rundir import read_json
+from cnnbuilder.runs import read_json
 
 __all__ = ["format_predictions", "predict", "read_image", "resolve_saved_model_dir"]
 

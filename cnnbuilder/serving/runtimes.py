@@ -17,7 +17,7 @@ import numpy as np
 
 from cnnbuilder.errors import DataError, RunError
 from cnnbuilder.serving.metadata import METADATA
-from cnnbuilder.training.rundir import read_json
+from cnnbuilder.runs import read_json
 
 __all__ = ["FileModel", "resolve_export"]
 

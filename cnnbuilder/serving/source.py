@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from cnnbuilder.data.preprocess import check_preprocessing_config, preprocessing_config
 from cnnbuilder.errors import DataError, RunError
 from cnnbuilder.serving.metadata import LABELS
-from cnnbuilder.training import rundir
+from cnnbuilder import runs
 
 __all__ = ["Source", "classifier_shape", "load_source", "recorded_preprocessing",
            "resolve_class_names"]
@@ -49,10 +49,10 @@ def load_source(model_or_run) -> Source:
         )
     path = Path(model_or_run)
     if path.is_dir():
-        model_file, sidecars = path / rundir.MODEL, path
+        model_file, sidecars = path / runs.MODEL, path
         if not model_file.is_file():
             raise RunError(
-                f"Run directory {path} has no {rundir.MODEL}; expected the directory "
+                f"Run directory {path} has no {runs.MODEL}; expected the directory "
                 "written by `cnnbuilder train` (or `tune`'s best/), or a path to a .keras file."
             )
     elif path.is_file():
@@ -63,16 +63,16 @@ def load_source(model_or_run) -> Source:
             )
         model_file = path
         # Only a file named as `train` writes it is known to belong to the run files beside it.
-        sidecars = path.parent if path.name == rundir.MODEL else None
+        sidecars = path.parent if path.name == runs.MODEL else None
     else:
         raise RunError(
             f"{path} does not exist; expected a training run directory holding "
-            f"{rundir.MODEL} or a path to a .keras file."
+            f"{runs.MODEL} or a path to a .keras file."
         )
     run = metrics = None
     if sidecars is not None:
-        run = rundir.read_json(sidecars / rundir.RUN, what="run description")
-        metrics = rundir.read_json(sidecars / rundir.METRICS, what="training metrics")
+        run = runs.read_json(sidecars / runs.RUN, what="run description")
+        metrics = runs.read_json(sidecars / runs.METRICS, what="training metrics")
     return Source(model=_load_keras_model(model_file), path=path, run=run, metrics=metrics)
 
 
@@ -122,7 +122,7 @@ def resolve_class_names(class_names, source: Source, num_classes: int) -> list[s
         names, origin = class_names, "class_names argument"
     elif source.run and source.run.get("class_names") is not None:
         names = source.run["class_names"]
-        origin = f"class_names of {source.path}/{rundir.RUN}"
+        origin = f"class_names of {source.path}/{runs.RUN}"
     else:
         return [str(i) for i in range(num_classes)]
     if isinstance(names, str) or not isinstance(names, Sequence):
@@ -157,4 +157,4 @@ def recorded_preprocessing(source: Source, input_shape) -> dict:
     try:
         return check_preprocessing_config(recorded, input_shape)
     except DataError as error:
-        raise RunError(f"{source.path / rundir.RUN}: {error}") from None
+        raise RunError(f"{source.path / runs.RUN}: {error}") from None

@@ -2,7 +2,7 @@
 
 `prepare` checks a recipe (or Keras model), its data and training settings into a `Job`;
 `Job.build`, `Job.compile`, `Job.fit` and `Job.evaluate` are the steps every caller
-takes; `train` adds the resumable run directory (`rundir`, `commit`); `multihost` joins
+takes; `train` adds the resumable run directory (`cnnbuilder.runs`, `commit`); `multihost` joins
 the processes of a run over several hosts.
 
 The names below load on first use, so `cnnbuilder.training.multihost` (read by the
@@ -12,7 +12,7 @@ command line before it picks the Keras backend) imports no Keras.
 import importlib
 
 _EXPORTS = {
-    "Job": "engine", "TrainResult": "engine", "prepare": "engine", "train": "engine",
+    "Job": "engine", "TrainResult": "run", "Run": "run", "prepare": "engine", "train": "engine",
     "compile_model": "optimizers", "learning_rate_schedule": "optimizers",
     "make_optimizer": "optimizers",
     "RunSettings": "settings", "default_augment": "settings", "steps_per_epoch": "settings",

@@ -18,16 +18,13 @@ The two-phase recipe of Keras' transfer-learning guide is two runs::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
-
+from cnnbuilder import runs
 from cnnbuilder.errors import RecipeError, WeightsError
 from cnnbuilder.model.freeze import check_freeze, freeze, parse_freeze
 from cnnbuilder.model.loading import imagenet_file, weights_normalization
-from cnnbuilder.zoo import load_recipe
 
 
 @dataclass(frozen=True)
@@ -42,9 +39,10 @@ class FineTuning:
     statistics: tuple | None = None
 
     @classmethod
-    def create(cls, recipe_or_model, weights=None, freeze=None, *, params=None,
-               input_shape=None) -> "FineTuning":
-        """Check `weights` and `freeze` for `recipe_or_model` (see the module docstring).
+    def create(cls, recipe, plan, weights=None, freeze=None, *,
+               keras_model=None) -> "FineTuning":
+        """Check `weights` and `freeze` for the loaded `recipe` and its `plan` (the run's;
+        both None for a caller's `keras_model`); see the module docstring.
 
         Raises:
             RecipeError: weights for a Keras model, or a frozen stage the recipe lacks.
@@ -53,22 +51,19 @@ class FineTuning:
         names = parse_freeze(freeze)
         if weights is None and names is None:
             return cls()
-        if isinstance(recipe_or_model, keras.Model):
+        if keras_model is not None:
             if weights is not None:
-                raise RecipeError(f"`weights` are loaded into a recipe build; {recipe_or_model.name} "
+                raise RecipeError(f"`weights` are loaded into a recipe build; {keras_model.name} "
                                   "is a Keras model already (load its weights yourself).")
             return cls(None, names)
-        recipe = load_recipe(recipe_or_model)
-        shape = input_shape or recipe.default_input_shape
         if weights == "imagenet":  # the file must be in the Keras cache before a byte is written
-            imagenet_file(recipe, True, shape)
+            imagenet_file(recipe, True, plan.input_shape)
         elif weights is not None:
             if not isinstance(weights, (str, Path)) or not Path(weights).exists():
                 raise WeightsError(f"weights {weights!r} not found: give 'imagenet', a weights "
                                    "file (.weights.h5, .h5, .keras) or a run directory.")
             weights = str(Path(weights).resolve())
         if names is not None:
-            plan = recipe.plan(input_shape=shape, **(params or {}))
             sections = [s.stage if s.section == "stage" else s.section for s in plan.steps]
             check_freeze(list(dict.fromkeys(sections)), names, recipe.name)
         normalization = weights_normalization(weights, recipe)
@@ -85,17 +80,15 @@ class FineTuning:
 
 
 def _recorded_statistics(weights: str) -> tuple:
-    """(mean, std) of the ``dataset`` preprocessing record in the run.json of the run
-    directory `weights` (or beside its model.keras)."""
+    """(mean, std) of the ``dataset`` preprocessing record of the run `weights` names (a
+    run directory, or the model.keras inside one)."""
     from cnnbuilder.data.statistics import recorded_statistics
 
-    path = Path(weights)
-    record = path / "run.json" if path.is_dir() else path.parent / "run.json"
     try:
-        return recorded_statistics(json.loads(record.read_text())["preprocessing"])
+        return recorded_statistics(runs.recorded_preprocessing(runs.model_file(weights)))
     except Exception as exc:  # noqa: BLE001 - unreadable, or not a dataset record
-        raise WeightsError(f"{record}: its dataset preprocessing record cannot be read "
-                           f"({exc}).") from None
+        raise WeightsError(f"the dataset preprocessing record of the run {weights} cannot be "
+                           f"read ({exc}).") from None
 
 
 __all__ = ["FineTuning"]

@@ -123,13 +123,42 @@ def loss_and_metrics(label_smoothing: float = 0.0) -> dict:
 
 
 def compile_model(model: keras.Model, config: TrainingConfig, steps_per_epoch: int, *,
-                  jit: bool = False, dataset: str = "") -> None:
+                  jit: bool = False, dataset: str = "", plan: Layout | None = None) -> None:
     """Compile `model` for training with `config` over epochs of `steps_per_epoch` steps
-    on `dataset` (its name decides whether an iterations-long recipe runs its iterations)."""
-    plan = plan_layout(config, steps_per_epoch, dataset)
+    on `dataset` (its name decides whether an iterations-long recipe runs its iterations;
+    `plan`, the run's `Layout`, when the caller has it already)."""
+    plan = plan or plan_layout(config, steps_per_epoch, dataset)
     # On TensorFlow the step is a compiled graph either way and `jit` adds XLA; on JAX a
     # step without jax.jit runs op by op (1.8x slower for resnet20, benchmarks/results.md),
     # so JAX always compiles it.
     jit_compile = bool(jit) or keras.backend.backend() == "jax"
     model.compile(optimizer=make_optimizer(config, steps_per_epoch, dataset, plan),
                   jit_compile=jit_compile, **loss_and_metrics(config.label_smoothing))
+
+
+def portable_compile(model: keras.Model, config: TrainingConfig) -> None:
+    """Compile `model` as the finished run's ``model.keras`` carries its training: the
+    run's optimizer family with its settings, from Keras alone, so the file loads with
+    `keras.saving.load_model(safe_mode=True)` where cnnbuilder is not installed.
+
+    Keras' own SGD, Adam, AdamW or RMSprop at the run's base learning rate, momentum and
+    Nesterov, with the decoupled weight decay when the run used it (Keras has no ``l2``
+    mode: such a run's file carries none; `TorchSGD` and the schedule stay in the resume
+    checkpoints); plain sparse cross-entropy (Keras' has no label smoothing) and the
+    accuracy. The optimizer is built, so the file holds its variables and loads without
+    Keras' "Skipping variable loading for optimizer" warning.
+    """
+    rate = float(config.learning_rate)
+    decoupled = config.weight_decay or None if config.weight_decay_mode == "decoupled" else None
+    if config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(rate, momentum=config.momentum, nesterov=config.nesterov,
+                                         weight_decay=decoupled)
+    elif config.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(rate, weight_decay=decoupled)
+    elif config.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
+    else:
+        optimizer = keras.optimizers.RMSprop(rate, momentum=config.momentum,
+                                             weight_decay=decoupled)
+    model.compile(optimizer=optimizer, **loss_and_metrics())
+    model.optimizer.build(model.trainable_variables)

@@ -11,6 +11,7 @@ computed once and recorded), else [0, 1].
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 
@@ -21,7 +22,8 @@ from cnnbuilder.data.preprocess import DATASET
 from cnnbuilder.data.statistics import channel_statistics
 from cnnbuilder.errors import DataError, RecipeError
 from cnnbuilder.recipe.training import TrainingConfig, training_config
-from cnnbuilder.recipe.training_plan import DATASET_AUGMENTATION
+from cnnbuilder.recipe.training_plan import DATASET_AUGMENTATION, describe
+from cnnbuilder.training.freeze import FineTuning
 from cnnbuilder.zoo import load_recipe
 
 
@@ -43,10 +45,19 @@ def steps_per_epoch(data: Dataset, batch_size: int, devices: int = 1) -> int:
 
 @dataclass(frozen=True)
 class RunSettings:
-    """A checked training run: the network, its data and how it is trained."""
+    """A checked training run: the network, its data and how it is trained.
 
+    Resolved once, at the edge (`RunSettings.resolve`, called by `train`, `prepare` and
+    every tuning trial), and passed down whole: the recipe is loaded and planned here and
+    nowhere after, and deeper code reads these fields rather than deriving them again.
+    """
+
+    recipe: Any                  # the loaded `Recipe`; None for a caller's Keras model
+    model: Any                   # the caller's `keras.Model`; None for a recipe
+    plan: Any                    # the recipe's `Plan` at this input shape and class count
     recipe_name: str
-    recipe_params: dict
+    recipe_params: dict          # every param as resolved (defaults included)
+    params_given: dict           # the params the caller changed (`--set`, params=)
     input_shape: tuple
     classes: int
     config: TrainingConfig
@@ -56,6 +67,9 @@ class RunSettings:
     seed: int
     mixed_precision: bool
     jit: bool
+    fine_tuning: FineTuning
+    overrides: dict              # the caller's training overrides, as given
+    data_options: dict           # how the dataset was loaded (run.json: export reloads it)
     # How pixels are scaled after resizing (cnnbuilder.data.preprocess): the training
     # pipeline and the exported signature both read it from here; `mean` and `std` are
     # the `dataset` mode's channel statistics of the training split.
@@ -64,25 +78,31 @@ class RunSettings:
     std: tuple | None = None
 
     @classmethod
-    def create(cls, recipe_or_model, data: Dataset, *, params: dict | None = None,
-               input_shape=None, training: dict | None = None, seed: int = 0,
-               mixed_precision: bool = False, jit: bool = False) -> "RunSettings":
-        """Check a recipe (or a Keras model) against the data and the training overrides.
+    def resolve(cls, recipe_or_model, data: Dataset, *, params: dict | None = None,
+                input_shape=None, training: dict | None = None, seed: int = 0,
+                mixed_precision: bool = False, jit: bool = False, weights=None, freeze=None,
+                statistics=None, data_options: dict | None = None) -> "RunSettings":
+        """Check a recipe (or a Keras model) against the data, the training overrides and
+        the fine-tuning request, before anything is built or written.
 
         `training` overrides the recipe's `training:` section (None values are ignored);
-        an ``augment`` among them replaces the dataset's default augmentation.
+        an ``augment`` among them replaces the dataset's default augmentation. The input
+        normalization follows the weights, else the recipe (`run_normalization`); a
+        ``dataset`` normalization reads the training split once for its channel
+        statistics unless the weights' run or `statistics` (mean, std) give them.
         """
         training = {k: v for k, v in (training or {}).items() if v is not None}
-        if isinstance(recipe_or_model, keras.Model):
-            shape = tuple(recipe_or_model.inputs[0].shape[1:])
-            outputs = recipe_or_model.outputs[0].shape[-1]
+        params = dict(params or {})
+        model = recipe_or_model if isinstance(recipe_or_model, keras.Model) else None
+        recipe = plan = None
+        if model is not None:
+            shape = tuple(model.inputs[0].shape[1:])
+            outputs = model.outputs[0].shape[-1]
             if outputs != data.num_classes:
-                raise DataError(
-                    f"the model {recipe_or_model.name} has {outputs} outputs but the dataset "
-                    f"{data.name} has {data.num_classes} classes."
-                )
-            name, section = recipe_or_model.name, {}
-            config = training_config(section, where=f"training overrides of {name}", **training)
+                raise DataError(f"the model {model.name} has {outputs} outputs but the dataset "
+                                f"{data.name} has {data.num_classes} classes.")
+            name = model.name
+            config = training_config({}, where=f"training overrides of {name}", **training)
             if config.dropout is not None:
                 raise RecipeError(f"training overrides of {name}: dropout = {config.dropout}: a "
                                   "Keras model has no dropout param to set; add the layers to it.")
@@ -90,14 +110,21 @@ class RunSettings:
         else:
             recipe = load_recipe(recipe_or_model)
             shape = tuple(input_shape) if input_shape else recipe.default_input_shape
-            name, section = recipe.name, recipe.training
-            config = training_config(section, where=f"training overrides of {name}", **training)
-            params = _with_dropout(recipe, config, params or {})
+            name = recipe.name
+            config = training_config(recipe.training, where=f"training overrides of {name}",
+                                     **training)
             # Checks params and shapes before anything is written.
-            resolved = recipe.plan(input_shape=shape, classes=data.num_classes, **params).params
+            plan = recipe.plan(input_shape=shape, classes=data.num_classes,
+                               **_with_dropout(recipe, config, params))
+            resolved = plan.params
+        fine_tuning = FineTuning.create(recipe, plan, weights, freeze, keras_model=model)
         augment = config.augment if "augment" in training else default_augment(data.name, config)
-        return cls(name, dict(resolved), shape, data.num_classes, config, tuple(augment),
-                   data.name, tuple(data.class_names), seed, mixed_precision, jit)
+        normalization = run_normalization(recipe, data, shape, weights_mode=fine_tuning.normalization,
+                                          statistics=fine_tuning.statistics or statistics)
+        return cls(recipe, model, plan, name, dict(resolved), params, shape, data.num_classes,
+                   config, tuple(augment), data.name, tuple(data.class_names), seed,
+                   mixed_precision, jit, fine_tuning, training, dict(data_options or {}),
+                   **normalization)
 
     def identity(self) -> dict:
         """What must match for a rerun to continue this run rather than start over."""
@@ -105,7 +132,7 @@ class RunSettings:
             "recipe": self.recipe_name, "params": self.recipe_params,
             "input_shape": list(self.input_shape), "dataset": self.dataset,
             "training": self.config.to_dict(), "augment": list(self.augment), "seed": self.seed,
-            "normalization": self.normalization_args(),
+            "normalization": self.normalization_args(), **self.fine_tuning.identity(),
         }
 
     def normalization_args(self) -> dict:
@@ -115,14 +142,23 @@ class RunSettings:
         return {"normalization": self.normalization, "mean": list(self.mean),
                 "std": list(self.std)}
 
+    def resolved_training(self, steps_per_epoch: int) -> dict:
+        """The training as this run does it (`show --training`'s form: every setting with
+        its source, and each departure from the paper's)."""
+        return describe(self.recipe.training if self.recipe else {}, name=self.recipe_name,
+                        overrides=self.overrides, dataset=self.dataset,
+                        steps_per_epoch=steps_per_epoch, normalization=self.normalization)
+
     def record(self) -> dict:
         """What run.json holds besides the identity: what serving and resuming need."""
         return {
             "class_names": list(self.class_names),
             "classes": self.classes,
+            "params_given": self.params_given,
             # Everything serving needs to turn a raw uint8 image into this model's input
             # (read back by cnnbuilder.data.preprocess_from_config).
             "preprocessing": preprocessing_config(self.input_shape, **self.normalization_args()),
+            "data_options": self.data_options,
             "mixed_precision": self.mixed_precision,
             "jit": self.jit,
             "backend": keras.backend.backend(),
@@ -142,20 +178,21 @@ def _versions() -> dict:
     return versions
 
 
-def run_normalization(recipe_or_model, data: Dataset, input_shape, *, weights_mode=None,
+def run_normalization(recipe, data: Dataset, input_shape, *, weights_mode=None,
                       statistics=None) -> dict:
     """The `RunSettings` fields normalization, mean and std of a run.
 
     `weights_mode` is the normalization the starting weights were trained with
-    (`FineTuning.normalization`); without one, a recipe whose ``metadata.preprocessing`` is
+    (`FineTuning.normalization`); without one, a `recipe` whose ``metadata.preprocessing`` is
     ``dataset`` normalizes with the training split's channel statistics, anything else
-    (a Keras model, a recipe of pretrained weights trained from scratch) keeps [0, 1].
+    (a Keras model: `recipe` None; a recipe of pretrained weights trained from scratch)
+    keeps [0, 1].
     `statistics` (mean, std), where known (the weights' run, the run being resumed), are
     reused rather than computed again from `data`.
     """
     mode = weights_mode
-    if mode is None and not isinstance(recipe_or_model, keras.Model):
-        mode = load_recipe(recipe_or_model).scratch_normalization
+    if mode is None and recipe is not None:
+        mode = recipe.scratch_normalization
     if mode != DATASET:
         return {"normalization": mode or "unit", "mean": None, "std": None}
     if statistics is not None and len(statistics[0]) != input_shape[2]:

@@ -1,4 +1,4 @@
-"""What a search leaves in its directory, under the run-directory policy of `training.rundir`.
+"""What a search leaves in its directory, under the run-directory policy of `cnnbuilder.runs`.
 
     DIR/tuning.json        every trial (trial_id, number, hyperparameters, status, score,
                            params, seconds, reason) and the best one; written last (the
@@ -27,7 +27,7 @@ from keras_tuner.engine.trial import TrialStatus
 from cnnbuilder import training as engine
 from cnnbuilder.data import Dataset
 from cnnbuilder.errors import RunError
-from cnnbuilder.training import rundir
+from cnnbuilder import runs
 from cnnbuilder.tuning import keras_tuner_hooks as hooks
 from cnnbuilder.tuning.hypermodel import HyperRecipe
 from cnnbuilder.tuning.oracles import OBJECTIVES
@@ -65,25 +65,25 @@ def prepare_search_directory(directory: Path, settings: dict, *, overwrite: bool
     directory = Path(directory)
     project = directory / SEARCH_DIR
     record = project / SETTINGS
-    rundir.check_is_directory(directory)
+    runs.check_is_directory(directory)
     if role == "worker":  # only the chief clears or describes the directory
         if (directory / TUNING_JSON).exists() and not overwrite:
             raise RunError(f"{directory} already holds a finished search ({TUNING_JSON}); "
                            "this worker has nothing to do. Start the chief with --overwrite "
                            "(and the workers after it) to search again.")
-        previous = rundir.read_json(record, what="settings of the search")
-        changed = rundir.changed_settings(previous, settings) if previous is not None else []
+        previous = runs.read_json(record, what="settings of the search")
+        changed = runs.changed_settings(previous, settings) if previous is not None else []
         if changed:
             raise RunError(f"this worker's settings ({', '.join(changed)}) differ from the "
                            f"search in {directory}; start every worker with the chief's command.")
         project.mkdir(parents=True, exist_ok=True)
         return
     if not overwrite:
-        rundir.refuse_finished(directory, TUNING_JSON, what="search")
+        runs.refuse_finished(directory, TUNING_JSON, what="search")
         if not record.exists() and project.is_dir() and any(project.iterdir()):
             raise RunError(f"{project} holds files cnnbuilder did not write (no {SETTINGS}); "
                            "choose another --output, or pass --overwrite to start over.")
-    rundir.prepare_directory(directory, settings=settings, record=record, marker=TUNING_JSON,
+    runs.prepare_directory(directory, settings=settings, record=record, marker=TUNING_JSON,
                              overwrite=overwrite, clear=clear_search, what="search")
 
 
@@ -92,7 +92,7 @@ def clear_search(directory: Path) -> None:
     directory = Path(directory)
     for name in (TUNING_JSON, TUNING_PNG, SEARCH_LOG):
         (directory / name).unlink(missing_ok=True)
-    for name in (SEARCH_DIR, BEST_DIR, RETRAINED_DIR, rundir.LOGS_DIR):
+    for name in (SEARCH_DIR, BEST_DIR, RETRAINED_DIR, runs.LOGS_DIR):
         shutil.rmtree(directory / name, ignore_errors=True)
 
 
@@ -105,7 +105,7 @@ def trial_records(tuner: RecipeTuner, hyper: HyperRecipe) -> list[dict]:
     out = []
     for trial_id in sorted(oracle.trials):
         trial = oracle.trials[trial_id]
-        saved = rundir.read_json(tuner.record_path(trial_id), what="trial record") or {}
+        saved = runs.read_json(tuner.record_path(trial_id), what="trial record") or {}
         record = {
             "trial_id": trial_id, "number": hooks.trial_number(trial_id),
             "hyperparameters": hyper.hyperparameters(trial.hyperparameters),
@@ -172,19 +172,19 @@ def save_best(tuner: RecipeTuner, hyper: HyperRecipe, data: Dataset, best: dict,
     # training's optimizer: best/model.keras loads where cnnbuilder is not installed.
     scores = job.evaluate(model)
     target = Path(directory) / BEST_DIR
-    with rundir.staged_directory(target, replace=True, refuse=_never) as staging:
-        rundir.atomic_save_model(model, staging / rundir.MODEL)
-        rundir.atomic_write_json(staging / rundir.RUN, {
+    with runs.staged_directory(target, replace=True, refuse=_never) as staging:
+        runs.atomic_save_model(model, staging / runs.MODEL)
+        runs.atomic_write_json(staging / runs.RUN, {
             **job.settings.identity(), **job.settings.record(),
             "tuning": {"trial_id": best["trial_id"], "number": best["number"],
                        "hyperparameters": best["hyperparameters"], "objective": objective,
                        "score": best["score"]}})
-        rundir.atomic_write_json(staging / rundir.METRICS, {
+        runs.atomic_write_json(staging / runs.METRICS, {
             **scores, "epochs_run": best.get("epochs") or hyper.epochs,
             "params": int(model.count_params()), "seconds": best.get("seconds"),
             "dataset": data.name, "class_names": list(data.class_names),
             "recipe": hyper.recipe.name, objective: best["score"]})
-    return f"{BEST_DIR}/{rundir.MODEL}"
+    return f"{BEST_DIR}/{runs.MODEL}"
 
 
 def _never(path: Path) -> None:  # pragma: no cover - best/ is always replaced
@@ -196,7 +196,7 @@ def retrain(hyper: HyperRecipe, data: Dataset, best: dict, directory: Path, epoc
     """Train the best configuration again for `epochs` epochs into DIR/best_retrained
     with `cnnbuilder.train` (resumed when a previous attempt was cut short)."""
     output = Path(directory) / RETRAINED_DIR
-    metrics = None if overwrite else rundir.read_json(output / rundir.METRICS)
+    metrics = None if overwrite else runs.read_json(output / runs.METRICS)
     if metrics is None:  # else: a rerun after a kill between the retraining and tuning.json
         params, tuned = _tuned_values(best)
         settings = hyper.training_settings(tuned)

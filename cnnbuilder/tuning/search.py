@@ -26,7 +26,7 @@ import numpy as np
 from cnnbuilder.data import Dataset, load_dataset
 from cnnbuilder.errors import RunError, TuningError
 from cnnbuilder.recipe.search_space import FORMS, recipe_space
-from cnnbuilder.training import rundir
+from cnnbuilder import runs
 from cnnbuilder.tuning import chief, results
 from cnnbuilder.tuning.hypermodel import HyperRecipe
 from cnnbuilder.tuning.oracles import OBJECTIVES, TUNERS, make_oracle
@@ -86,9 +86,9 @@ def tune(recipe, *, dataset="digits", output, tuner="random", max_trials=10, epo
                           "given params/batch size, so there is nothing to search.")
     directory = Path(output)
     role = chief.role()
-    rundir.check_is_directory(directory)
+    runs.check_is_directory(directory)
     # Workers share the chief's directory; the chief (or a local search) holds it alone.
-    holder = (rundir.exclusive(directory / rundir.LOCK, what="search") if role != "worker"
+    holder = (runs.exclusive(directory / runs.LOCK, what="search") if role != "worker"
               else contextlib.nullcontext())
     with holder:
         settings = results.search_settings(hyper, data, tuner=tuner, objective=objective,
@@ -133,7 +133,7 @@ def tune(recipe, *, dataset="digits", output, tuner="random", max_trials=10, epo
         from cnnbuilder.plots.tuning import plot_tuning
 
         plot_tuning(result, directory / results.TUNING_PNG)
-        rundir.atomic_write_json(directory / results.TUNING_JSON, result)  # the commit point
+        runs.atomic_write_json(directory / results.TUNING_JSON, result)  # the commit point
         keras.backend.clear_session()
         if best is None:
             example = next((t for t in trials if t.get("reason")), None)

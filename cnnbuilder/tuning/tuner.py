@@ -24,7 +24,7 @@ import keras
 import keras_tuner as kt
 
 from cnnbuilder.errors import TrialSkipped
-from cnnbuilder.training import rundir
+from cnnbuilder import runs
 from cnnbuilder.tuning import chief, keras_tuner_hooks as hooks
 from cnnbuilder.tuning.tf_graphs import released_graphs
 
@@ -45,7 +45,7 @@ class BestEpochWeights(keras.callbacks.Callback):
             return
         if self.best is None or self.objective.better_than(value, self.best):
             self.best = value
-            rundir.atomic_save_weights(self.model, self.path)  # a kill never leaves half a file
+            runs.atomic_save_weights(self.model, self.path)  # a kill never leaves half a file
 
 
 class RecipeTuner(hooks.TunerHooks):
@@ -105,7 +105,7 @@ class RecipeTuner(hooks.TunerHooks):
     @property
     def log_dir(self) -> Path:
         """Where the trials' TensorBoard runs go: ``logs/`` of the search directory."""
-        return Path(self.directory) / rundir.LOGS_DIR
+        return Path(self.directory) / runs.LOGS_DIR
 
     def record_path(self, trial_id) -> Path:
         """cnnbuilder's record of a trial (`TRIAL_RECORD`)."""
@@ -181,7 +181,7 @@ class RecipeTuner(hooks.TunerHooks):
         """Write a trial's record (and say in one line why a trial did not complete)."""
         if record["status"] != "completed" and not self.quiet:
             print(f"Trial {record['number']} {record['status']}: {record['reason']}")
-        rundir.atomic_write_json(self.record_path(record["trial_id"]), record)
+        runs.atomic_write_json(self.record_path(record["trial_id"]), record)
         self.records = [r for r in self.records if r["trial_id"] != record["trial_id"]]
         self.records.append(dict(record))
 
