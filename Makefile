@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast bench clean
 
-$(STAMP): pyproject.toml
+# constraints.txt: the exact tested versions inside pyproject's ranges (the dev extra
+# pulls every extra: onnx, litert, jax).
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 DEMO := runs/demo

@@ -15,6 +15,7 @@ from cnnbuilder.cli_backend import add_backend_arguments, join_processes, select
 from cnnbuilder.cli_args import classes as classes_type
 from cnnbuilder.cli_args import (non_negative_float, parse_assignments, parse_augment, parse_shape,
                                  positive_float, positive_int, seed)
+from cnnbuilder.cli_help import cmd_help
 from cnnbuilder.cli_show import cmd_list, cmd_show
 from cnnbuilder.errors import CnnBuilderError
 from cnnbuilder.recipe import checks
@@ -159,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_parser = commands.add_parser
     commands.add_parser = lambda *a, **k: add_parser(*a, parents=[debug], **k)
 
+    p = commands.add_parser("help", help="print a guide: fine-tuning, limits, distributed-training, ...")
+    p.add_argument("topic", nargs="?", help="the guide to print (none: list them)")
+    p.set_defaults(run=cmd_help)
+
     p = commands.add_parser("list", help="list the shipped recipes")
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'resnet*'")
     p.set_defaults(run=cmd_list)
@@ -194,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", metavar="imagenet|PATH",
                    help="start from ImageNet weights (the keras.applications file in the Keras "
                         "cache), a .weights.h5/.h5/.keras file or a run directory; a new head "
-                        "where the classes differ (docs/fine_tuning.md)")
+                        "where the classes differ (cnnbuilder help fine-tuning)")
     p.add_argument("--freeze", metavar="backbone|STAGE,...",
                    help="keep these stages frozen (weights unchanged, BatchNorm in inference "
                         "mode): backbone (all but the head) or stage names, e.g. stem,conv2")
@@ -316,22 +321,32 @@ def _in_multiprocess_run() -> bool:
     return jax is not None and jax.distributed.is_initialized()
 
 
+def _quiet_third_party_warnings() -> None:
+    """Warnings of the libraries below that say nothing the user can act on."""
+    import warnings
+
+    # JAX, when Keras asks for int64 without jax_enable_x64: it uses int32, as intended.
+    warnings.filterwarnings("ignore", message=r"Explicitly requested dtype .*int64", category=UserWarning)
+
+
 def _run_command(args, argv: list[str]) -> int:
     """`args.run(args)`, every failure turned into one paragraph and an exit status (a
     multi-process `train` runs under a supervisor: `cli_backend.supervise`)."""
     debug = getattr(args, "debug", False)
+    _quiet_third_party_warnings()
     try:
         # Export writes TensorFlow artifacts (SavedModel, LiteRT, ONNX through tf2onnx) and
         # predict reads them: both run on TensorFlow whatever $KERAS_BACKEND says.
         backend = getattr(args, "backend", None) or (
             "tensorflow" if args.command in ("export", "predict") else None)
-        if backend is None and args.command != "list":
-            checks.environment_backend()  # Keras would fail on a bogus one with a bare error
+        if backend is None and args.command not in ("list", "help"):
+            # Keras would fail on a bogus one with a bare error; jax needs its extra.
+            backend = checks.environment_backend()
         select_backend(backend)
         supervised = supervise(args, argv) if args.command == "train" else None
         if supervised is not None:
             return supervised
-        if args.command != "list":
+        if args.command not in ("list", "help"):
             _import_tensorflow_quietly()
         # Recipe messages name a param given on the command line as `--set NAME=VALUE`.
         with overrides_from("--set"), arguments_from(_ARGUMENT_FLAGS):

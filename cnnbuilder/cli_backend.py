@@ -47,8 +47,9 @@ def select_backend(name: str | None) -> None:
             raise UsageError(f"--backend {name}: Keras is already running on "
                              f"{keras.backend.backend()} in this process.")
     if name == "jax" and importlib.util.find_spec("jax") is None:
-        raise UsageError("--backend jax: JAX is not installed; pip install jax==0.8.1 (the "
-                         "version cnnbuilder is tested with).")
+        from cnnbuilder.extras import missing_message
+
+        raise UsageError(f"--backend jax: {missing_message('jax')}")
     os.environ["KERAS_BACKEND"] = name
 
 

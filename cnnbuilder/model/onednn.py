@@ -159,7 +159,7 @@ def crash_warning(model, *, cpuinfo: str | os.PathLike = "/proc/cpuinfo", enviro
         "oneDNN kernels may crash the process while training them (double free or "
         "corruption). Set DNNL_MAX_CPU_ISA=AVX2 (or TF_ENABLE_ONEDNN_OPTS=0, slower) before "
         "starting Python, or replace each such layer by MaxPooling2D(1, strides) followed by "
-        "the stride-1 convolution; see docs/known_issues.md."
+        "the stride-1 convolution; see `cnnbuilder help known-issues`."
     )
 
 

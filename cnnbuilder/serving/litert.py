@@ -10,6 +10,9 @@ fails the export.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,22 @@ TFLITE = "model.tflite"
 LITERT_TOLERANCE = 1e-4
 # Size of the seeded random batch that check is made on (>1: exercises the dynamic batch).
 _LITERT_CHECK_BATCH = 4
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """File descriptor 2 sent to /dev/null for the block: the converter's C++ code logs
+    its settings ("fully_quantize: 0, inference_type: 6, ...") there, bypassing Python;
+    its failures still arrive as exceptions."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def write_litert(model, path: Path, class_names, input_shape, preprocessing, *,
@@ -53,7 +72,8 @@ def write_litert(model, path: Path, class_names, input_shape, preprocessing, *,
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     quantization = configure(converter, quantize, run_data)
     try:
-        flatbuffer = converter.convert()
+        with native_stderr_silenced():
+            flatbuffer = converter.convert()
     except Exception as error:  # noqa: BLE001 -- converter errors are many and unexported
         raise ExportError(
             f"LiteRT conversion of model {model.name!r} failed: "

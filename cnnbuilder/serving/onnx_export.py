@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnbuilder.errors import ExportError
+from cnnbuilder.extras import require
 from cnnbuilder.serving.metadata import LABELS, METADATA, model_input, write_labels
 
 __all__ = ["ONNX", "ONNX_TOLERANCE", "run_onnx", "write_onnx"]
@@ -39,6 +40,8 @@ def write_onnx(model, path: Path, class_names, input_shape, preprocessing, *, ru
     Raises:
         ExportError: tf2onnx cannot convert the model, or ONNX Runtime disagrees with Keras.
     """
+    require("tf2onnx")  # Keras' ONNX export uses it: named with its extra when missing
+    require("onnxruntime")
     import tensorflow as tf
 
     target = path / filename
@@ -95,7 +98,7 @@ def run_onnx(model_path: Path, batch: np.ndarray) -> tuple[np.ndarray, str]:
 
 def onnx_session(model_path: Path):
     """An ONNX Runtime CPU inference session of `model_path`."""
-    import onnxruntime
+    onnxruntime = require("onnxruntime")
 
     return onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
 
