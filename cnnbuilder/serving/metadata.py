@@ -83,8 +83,8 @@ def export_metadata(source, fmt: str, class_names, input_shape, preprocessing,
         "num_classes": len(class_names),
         "input": model_input(input_shape, preprocessing),
         "preprocessing": preprocessing,
-        # How the run trained (run.json's identity): the model card's training section.
-        "training": {key: run[key] for key in ("training", "augment", "seed") if key in run},
+        # How the run trained: the model card's training section.
+        "training": run_training(run),
         "metrics": source.metrics,
         "versions": _versions(),
         "weights_sha256": weights_checksum(source.model),
@@ -93,6 +93,22 @@ def export_metadata(source, fmt: str, class_names, input_shape, preprocessing,
     }
     metadata.update(details)
     return metadata
+
+
+def run_training(run: dict) -> dict:
+    """The training of the run that `run` (its run.json) records: what the run did (its
+    dataset and split sizes, augmentation, seed, and the settings as resolved, with each
+    departure from the paper), and the paper's training apart, as the reference."""
+    if not run:
+        return {}
+    paper = run.get("training") or {}
+    training = {key: run[key] for key in ("dataset", "sizes", "augment", "seed") if key in run}
+    if run.get("resolved_training"):
+        training["resolved"] = run["resolved_training"]
+    if paper.get("source"):
+        training["reference"] = {key: paper.get(key) for key in
+                                 ("source", "dataset", "dataset_size", "augment", "unit", "length")}
+    return training
 
 
 def _versions() -> dict:

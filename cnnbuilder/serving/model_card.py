@@ -20,7 +20,7 @@ _RUNTIMES = {
     "savedmodel": "TensorFlow Serving or `tf.saved_model.load` (signature `serving_default` "
                   "takes raw uint8 images, `serve` preprocessed float32 input)",
     "litert": "the LiteRT interpreter (`ai_edge_litert.interpreter.Interpreter`) on "
-              "phones, microcontrollers and edge devices",
+              "phones and edge devices",
     "onnx": "ONNX Runtime, TensorRT, OpenVINO or any ONNX runtime",
 }
 
@@ -102,21 +102,66 @@ def _data(metadata: dict, dataset) -> str:
 
 
 def _training(metadata: dict) -> str:
+    """What this run did (its dataset, sizes, augmentation, epochs, optimizer and schedule
+    as resolved), then the paper's training as the reference, with the departures."""
     run = metadata.get("training") or {}
     metrics = metadata.get("metrics") or {}
     if not run and not metrics:
         return "## Training procedure\n\nUnknown: the model came without a training run."
-    lines = ["## Training procedure", ""]
-    for key, value in sorted((run.get("training") or {}).items()):
-        lines.append(f"- {key}: {value}")
+    lines = ["## Training procedure", "", "This model's run:", ""]
+    resolved = run.get("resolved") or {}
+    sizes = run.get("sizes") or {}
+    if run.get("dataset"):
+        counts = ", ".join(f"{sizes[k]:,} {k}" for k in ("train", "validation", "test")
+                           if sizes.get(k) is not None)
+        lines.append(f"- dataset: {run['dataset']}" + (f" ({counts} images)" if counts else ""))
     if run.get("augment") is not None:
         lines.append(f"- augmentation: {', '.join(run['augment']) or 'none'}")
+    if resolved:
+        momentum = (f", momentum {resolved['momentum']:g}"
+                    + (" (Nesterov)" if resolved.get("nesterov") else "")
+                    if resolved.get("optimizer") in ("sgd", "rmsprop") else "")
+        lines.append(f"- optimizer: {resolved['optimizer']}, learning rate "
+                     f"{resolved['learning_rate']:g}{momentum}, weight decay "
+                     f"{resolved['weight_decay']:g} ({resolved['weight_decay_mode']}), batch "
+                     f"{resolved['batch_size']}")
+        lines.append(f"- schedule: {_schedule_text(resolved)}; planned length "
+                     f"{resolved['length']} {resolved['unit']}")
+        if resolved.get("label_smoothing"):
+            lines.append(f"- label smoothing: {resolved['label_smoothing']:g}")
+        if resolved.get("dropout") is not None:
+            lines.append(f"- dropout: {resolved['dropout']:g}")
     if run.get("seed") is not None:
         lines.append(f"- seed: {run['seed']}")
     for key in ("epochs_run", "best_epoch", "seconds"):
         if metrics.get(key) is not None:
             lines.append(f"- {key.replace('_', ' ')}: {metrics[key]}")
+    reference = run.get("reference") or {}
+    if reference.get("source"):
+        lines += ["", f"Reference, not this run: the paper's training ({reference['source']})"
+                  + (f" on {reference['dataset']}" if reference.get("dataset") else "")
+                  + (f" ({reference['dataset_size']:,} training images)"
+                     if reference.get("dataset_size") else "")
+                  + (f", augmentation {', '.join(reference['augment'])}"
+                     if reference.get("augment") else "") + "."]
+    departures = resolved.get("departures") or []
+    if departures:
+        lines += ["", "Where this run departs from it:", ""]
+        lines += [f"- {departure}" for departure in departures]
     return "\n".join(lines)
+
+
+def _schedule_text(resolved: dict) -> str:
+    """The resolved schedule in words: type, boundaries and factor, warm-up."""
+    schedule = resolved.get("schedule") or {}
+    text = str(schedule.get("type"))
+    if schedule.get("boundaries"):
+        text += (f", ×{schedule.get('factor'):g} at {resolved['unit']} "
+                 + ", ".join(str(b) for b in schedule["boundaries"]))
+    warmup = schedule.get("warmup")
+    if warmup:
+        text += f", warm-up {warmup.get('length')} {resolved['unit']}"
+    return text
 
 
 def _evaluation(metadata: dict) -> str:

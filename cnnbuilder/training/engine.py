@@ -289,6 +289,6 @@ def _warn_on_crashing_layers(model) -> None:
         return
     from cnnbuilder.model.onednn import crash_warning
 
-    message = crash_warning(recipe_or_model)
+    message = crash_warning(model)
     if message:
         warnings.warn(message, RuntimeWarning, stacklevel=3)

@@ -28,6 +28,7 @@ from cnnbuilder import training as engine
 from cnnbuilder.data import Dataset
 from cnnbuilder.errors import RunError
 from cnnbuilder import runs
+from cnnbuilder.training.optimizers import portable_compile
 from cnnbuilder.tuning import keras_tuner_hooks as hooks
 from cnnbuilder.tuning.hypermodel import HyperRecipe
 from cnnbuilder.tuning.oracles import OBJECTIVES
@@ -167,15 +168,18 @@ def save_best(tuner: RecipeTuner, hyper: HyperRecipe, data: Dataset, best: dict,
     keras.utils.set_random_seed(tuner.seed)
     job = hyper.job(*_tuned_values(best), data=data)
     model = job.build()
+    model.name = hyper.model_name(best["hyperparameters"])  # resnet20_depth38_width32
     load_weights(model, tuner.checkpoint_path(best["trial_id"]))
-    # Evaluated (and saved) compiled with Keras' own loss and metrics only, not the
-    # training's optimizer: best/model.keras loads where cnnbuilder is not installed.
+    # Compiled as a finished run's model.keras (the trials' optimizer family and settings,
+    # in Keras' own classes): best/model.keras loads where cnnbuilder is not installed.
+    portable_compile(model, job.config)
     scores = job.evaluate(model)
     target = Path(directory) / BEST_DIR
     with runs.staged_directory(target, replace=True, refuse=_never) as staging:
         runs.atomic_save_model(model, staging / runs.MODEL)
         runs.atomic_write_json(staging / runs.RUN, {
-            **job.settings.identity(), **job.settings.record(),
+            **job.settings.identity(), **job.settings.record(), "sizes": dict(data.sizes),
+            "resolved_training": job.settings.resolved_training(job.steps_per_epoch),
             "tuning": {"trial_id": best["trial_id"], "number": best["number"],
                        "hyperparameters": best["hyperparameters"], "objective": objective,
                        "score": best["score"]}})
