@@ -58,7 +58,7 @@ class Run:
         try:
             return self._train(directory, state, tensorboard)
         except KeyboardInterrupt:
-            if directory is not None and distribution.is_writer() and self.verbose:
+            if directory is not None and distribution.is_writer():  # even when quiet
                 print(f"\ninterrupted: {directory} keeps every finished epoch; rerun the same "
                       "command (or call) to continue from the last one.", file=sys.stderr)
             raise
