@@ -187,20 +187,20 @@ def test_a_run_without_preprocessing_record_or_with_the_former_one_is_unit(tmp_p
     unit = preprocessing_config(INPUT_SHAPE)
     assert recorded_preprocessing(Source(model=None), INPUT_SHAPE) == unit
     former = {"scale": 255.0, "resize": "bilinear", "channels": 1}
-    source = Source(model=None, path=tmp_path, run={"preprocessing": former})
+    source = Source(model=None, path=tmp_path, directory=tmp_path, preprocessing=former)
     assert recorded_preprocessing(source, INPUT_SHAPE) == unit
     torch = preprocessing_config((32, 32, 3), "torch")
-    source = Source(model=None, path=tmp_path, run={"preprocessing": torch})
+    source = Source(model=None, path=tmp_path, directory=tmp_path, preprocessing=torch)
     assert recorded_preprocessing(source, (32, 32, 3)) == torch
 
 
 def test_a_malformed_preprocessing_record_names_run_json(tmp_path):
     record = {**preprocessing_config(INPUT_SHAPE), "resize": "nearest"}
-    source = Source(model=None, path=tmp_path, run={"preprocessing": record})
+    source = Source(model=None, path=tmp_path, directory=tmp_path, preprocessing=record)
     with pytest.raises(RunError, match="resize") as error:
         recorded_preprocessing(source, INPUT_SHAPE)
     assert str(tmp_path / "run.json") in str(error.value)
-    source.run = {"preprocessing": preprocessing_config((16, 16, 1))}
+    source.preprocessing = preprocessing_config((16, 16, 1))
     with pytest.raises(RunError, match="input shape"):
         recorded_preprocessing(source, INPUT_SHAPE)
 

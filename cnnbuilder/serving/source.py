@@ -1,9 +1,9 @@
 """What an export starts from: a Keras model and what its training run recorded.
 
-`load_source` accepts a `keras.Model`, a run directory (``model.keras`` with ``run.json``
-and ``metrics.json`` beside it, as `train` and `tune`'s ``best/`` write them) or a
-``.keras`` file, and checks that the model is an image classifier; the class names and
-the preprocessing record come from ``run.json`` where there is one.
+`load_source` accepts a `keras.Model`, a run or search directory or a ``.keras`` file
+(found by `cnnbuilder.runs.model_file`, as `load_model` and fine-tuning find them), and
+checks that the model is an image classifier; the class names and the preprocessing
+record come from the run's ``run.json`` where there is one.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ class Source:
     path: Path | None = None
     run: dict | None = None
     metrics: dict | None = None
+    directory: Path | None = None       # the run directory run.json was read from
+    preprocessing: dict | None = None   # its recorded preprocessing (`runs.recorded_preprocessing`)
 
 
 def load_source(model_or_run) -> Source:
@@ -48,32 +50,16 @@ def load_source(model_or_run) -> Source:
             f"{type(model_or_run).__name__}."
         )
     path = Path(model_or_run)
-    if path.is_dir():
-        model_file, sidecars = path / runs.MODEL, path
-        if not model_file.is_file():
-            raise RunError(
-                f"Run directory {path} has no {runs.MODEL}; expected the directory "
-                "written by `cnnbuilder train` (or `tune`'s best/), or a path to a .keras file."
-            )
-    elif path.is_file():
-        if path.suffix != ".keras":
-            raise RunError(
-                f"{path} is not a .keras model file; expected a training run directory "
-                "or a Keras 3 .keras file."
-            )
-        model_file = path
-        # Only a file named as `train` writes it is known to belong to the run files beside it.
-        sidecars = path.parent if path.name == runs.MODEL else None
-    else:
-        raise RunError(
-            f"{path} does not exist; expected a training run directory holding "
-            f"{runs.MODEL} or a path to a .keras file."
-        )
-    run = metrics = None
-    if sidecars is not None:
-        run = runs.read_json(sidecars / runs.RUN, what="run description")
-        metrics = runs.read_json(sidecars / runs.METRICS, what="training metrics")
-    return Source(model=_load_keras_model(model_file), path=path, run=run, metrics=metrics)
+    model_file = runs.model_file(path)  # the file, a run's model.keras or a search's best/
+    run = metrics = preprocessing = None
+    # Only a model.keras beside its run.json is known to belong to the run files there.
+    directory = runs.run_directory(model_file)
+    if directory is not None:
+        run = runs.read_json(directory / runs.RUN, what="run description")
+        metrics = runs.read_json(directory / runs.METRICS, what="training metrics")
+        preprocessing = runs.recorded_preprocessing(model_file)
+    return Source(model=_load_keras_model(model_file), path=path, run=run, metrics=metrics,
+                  directory=directory, preprocessing=preprocessing)
 
 
 def _load_keras_model(model_file: Path):
@@ -122,7 +108,7 @@ def resolve_class_names(class_names, source: Source, num_classes: int) -> list[s
         names, origin = class_names, "class_names argument"
     elif source.run and source.run.get("class_names") is not None:
         names = source.run["class_names"]
-        origin = f"class_names of {source.path}/{runs.RUN}"
+        origin = f"class_names of {source.directory / runs.RUN}"
     else:
         return [str(i) for i in range(num_classes)]
     if isinstance(names, str) or not isinstance(names, Sequence):
@@ -151,10 +137,10 @@ def recorded_preprocessing(source: Source, input_shape) -> dict:
     Raises:
         RunError: the record is malformed or describes another input shape.
     """
-    recorded = (source.run or {}).get("preprocessing")
+    recorded = source.preprocessing
     if recorded is None:
         return preprocessing_config(input_shape)
     try:
         return check_preprocessing_config(recorded, input_shape)
     except DataError as error:
-        raise RunError(f"{source.path / runs.RUN}: {error}") from None
+        raise RunError(f"{source.directory / runs.RUN}: {error}") from None
