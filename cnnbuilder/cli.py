@@ -34,20 +34,17 @@ _ARGUMENT_FLAGS = {"input_shape": "--input-shape", "classes": "--classes"}
 def cmd_train(args) -> int:
     """`cnnbuilder train`: `cnnbuilder.train` with the flags, then a two-line summary (from
     process 0 only, in a multi-process run)."""
+    from cnnbuilder.data.folders import check_output_outside
+
+    check_output_outside(args.dataset, args.output, "--output")  # before anything is written
     join_processes(args)
+    from cnnbuilder.model.cost import batch_size_for_bound
     from cnnbuilder.training import distribution, train
 
-    result = train(
-        args.recipe, args.dataset, output=args.output, training=parse_assignments(args.training, "--training"),
-        epochs=args.epochs,
-        batch_size=args.batch_size, learning_rate=args.learning_rate,
-        params=parse_assignments(args.set), input_shape=parse_shape(args.input_shape),
-        augment=parse_augment(args.augment), optimizer=args.optimizer, schedule=args.schedule,
-        weight_decay=args.weight_decay, mixed_precision=args.mixed_precision, jit=args.jit,
-        seed=args.seed, verbose=0 if args.quiet else (1 if sys.stdout.isatty() else 2),
-        overwrite=args.overwrite, data_dir=args.data_dir, tensorboard=args.tensorboard,
-        skip_bad_images=args.skip_bad_images, weights=args.weights, freeze=args.freeze,
-    )
+    # The memory bound assumes the run's batch (the recipe's when --batch-size is not given).
+    batch = args.batch_size or _recipe_batch_size(args.recipe)
+    with batch_size_for_bound(batch):
+        result = _train(args, train)
     metrics = result.metrics
     if not distribution.is_writer():
         print(f"process {distribution.process_index()}: trained with process 0, which wrote "
@@ -63,10 +60,38 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _recipe_batch_size(recipe) -> int | None:
+    """The batch size of a recipe's training: section (None for a recipe that fails to
+    load: train names the problem)."""
+    try:
+        from cnnbuilder.zoo import load_recipe
+
+        return load_recipe(recipe).training.get("batch_size")
+    except CnnBuilderError:
+        return None
+
+
+def _train(args, train):
+    """`cnnbuilder.train` with the flags of `cnnbuilder train`."""
+    return train(
+        args.recipe, args.dataset, output=args.output, training=parse_assignments(args.training, "--training"),
+        epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate,
+        params=parse_assignments(args.set), input_shape=parse_shape(args.input_shape),
+        augment=parse_augment(args.augment), optimizer=args.optimizer, schedule=args.schedule,
+        weight_decay=args.weight_decay, mixed_precision=args.mixed_precision, jit=args.jit,
+        seed=args.seed, verbose=0 if args.quiet else (1 if sys.stdout.isatty() else 2),
+        overwrite=args.overwrite, data_dir=args.data_dir, tensorboard=args.tensorboard,
+        skip_bad_images=args.skip_bad_images, weights=args.weights, freeze=args.freeze,
+    )
+
+
 def cmd_tune(args) -> int:
     """`cnnbuilder tune`: `cnnbuilder.tune` with the flags, then the search's summary."""
+    from cnnbuilder.data.folders import check_output_outside
     from cnnbuilder.tuning import tune
 
+    check_output_outside(args.dataset, args.output, "--output")
     result = tune(
         args.recipe, dataset=args.dataset, output=args.output, tuner=args.tuner,
         max_trials=args.max_trials, epochs=args.epochs, objective=args.objective,

@@ -356,17 +356,18 @@ def test_tfds_large_sets_stay_streamed(tmp_path):
     assert x.shape == (4, 32, 32, 3) and x.dtype == np.float32 and y.shape == (4,)
 
 
-def test_tfds_not_on_disk_and_no_download_explains_where_to_put_it(tmp_path, monkeypatch):
-    def no_network(self, *args, **kwargs):
-        raise ConnectionError("Network is unreachable")
-
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_network)
+def test_tfds_not_on_disk_is_never_downloaded_and_says_where_to_put_it(tmp_path, monkeypatch):
+    downloads = []
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
+                        lambda self, *args, **kwargs: downloads.append(self.name))
     with pytest.raises(DataError) as caught:
         load_dataset("tfds:mnist", data_dir=tmp_path)
     message = str(caught.value)
-    assert "tfds:mnist" in message and "not on disk" in message
-    assert str(tmp_path) in message
-    assert "tfds build mnist" in message and "Network is unreachable" in message
+    assert downloads == []  # the README promises no downloads at run time
+    assert "tfds:mnist" in message and "not prepared on disk" in message
+    assert "does not download" in message and str(tmp_path) in message
+    assert "tfds build mnist" in message and "--data-dir DIR" in message
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
 
 
 def test_tfds_unknown_name_suggests_close_matches():

@@ -247,7 +247,7 @@ def test_densenet_bc_growth_rate_and_depth_on_digits(tmp_path):
 
 @pytest.mark.slow
 def test_many_trials_keep_memory_flat_and_survive_skips_and_failures(tmp_path, small_digits, monkeypatch):
-    """24 tiny trials in one process: invalid combinations and over-budget models are
+    """12 tiny trained trials in one process: invalid combinations and over-budget models are
     skipped untrained, an out-of-memory trial fails, the search goes on, and memory stays
     flat because each trial's graphs are released."""
     import tensorflow as tf
@@ -270,10 +270,11 @@ def test_many_trials_keep_memory_flat_and_survive_skips_and_failures(tmp_path, s
     custom_before = tf_graphs.custom_gradient_count()
 
     out = tmp_path / "search"
-    result = cnnbuilder.tune(recipe, dataset=small_digits, output=out, max_trials=24, epochs=1,
+    result = cnnbuilder.tune(recipe, dataset=small_digits, output=out, max_trials=12, epochs=1,
                              batch_size=64, max_params=1000, seed=3, quiet=True)
     trials = result["trials"]
-    assert len(trials) == 24
+    # max_trials counts the trials that train (completed or failed); skipped ones come on top
+    assert len([t for t in trials if t["status"] != "skipped"]) == 12 < len(trials)
     by_status = {s: [t for t in trials if t["status"] == s] for s in ("completed", "skipped", "failed")}
     invalid = [t for t in by_status["skipped"] if t["hyperparameters"]["variant"] == 8]
     over = [t for t in by_status["skipped"] if t["hyperparameters"]["variant"] != 8]
@@ -290,7 +291,7 @@ def test_many_trials_keep_memory_flat_and_survive_skips_and_failures(tmp_path, s
     first_failure = min(int(t["trial_id"]) for t in by_status["failed"] + by_status["skipped"])
     assert any(int(t["trial_id"]) > first_failure for t in by_status["completed"]), "the search went on"
     completed = by_status["completed"]
-    assert len(completed) >= 8
+    assert len(completed) >= 6
     assert result["best"]["params"] <= 1000
 
     # memory: sessions cleared every trial, TensorFlow's gradient registry not growing

@@ -10,6 +10,7 @@ from typing import Mapping
 
 import numpy as np
 
+from cnnbuilder.data.labels import check_class_names, check_labels
 from cnnbuilder.data.splits import Dataset, stratified_split, take
 from cnnbuilder.errors import DataError
 
@@ -37,6 +38,9 @@ def load_arrays(
             splits["train"], splits["validation"] = take(x, y, train), take(x, y, validation)
     else:
         x, y = _check_pair(spec, "arrays", raw_floats)
+        # Before splitting: a stray label would otherwise first trouble the stratified split.
+        if class_names is None:
+            check_labels({"arrays": y}, int(y.max()) + 1, "arrays", inferred=True)
         train, validation, test = stratified_split(y, validation_split, test_split, seed)
         splits = {
             "train": take(x, y, train),
@@ -50,9 +54,13 @@ def load_arrays(
             "same (H, W, C)."
         )
     num_labels = 1 + max((int(pair[1].max()) for pair in splits.values() if len(pair[1])))
+    names = _array_class_names(class_names, num_labels)
+    check_labels({key: pair[1] for key, pair in splits.items()}, len(names),
+                 "class_names" if class_names is not None else "arrays",
+                 inferred=class_names is None)
     return Dataset(
         name="arrays",
-        class_names=_array_class_names(class_names, num_labels),
+        class_names=names,
         image_shape=tuple(int(d) for d in shapes["train"]),
         train=splits["train"],
         validation=splits["validation"],
@@ -128,7 +136,7 @@ def _array_class_names(class_names, num_labels: int) -> list[str]:
     """The caller's class names, checked against the labels, or "0".."K-1"."""
     if class_names is None:
         return [str(i) for i in range(num_labels)]
-    names = [str(n) for n in class_names]
+    names = check_class_names(class_names, "class_names")
     if len(names) < num_labels:
         raise DataError(
             f"class_names has {len(names)} names but the labels go up to "

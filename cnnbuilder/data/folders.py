@@ -25,14 +25,15 @@ from cnnbuilder.data.folder_walk import IMAGE_EXTENSIONS, BadImage, class_folder
 from cnnbuilder.data.image_checks import (
     Header,
     bad_images_error,
-    decode_image,
     read_header,
     undecodable,
 )
+from cnnbuilder.data.images import decode_path
+from cnnbuilder.data.labels import check_class_names
 from cnnbuilder.data.splits import FIXED_SPLIT_STATE, Dataset, stratified_split
 from cnnbuilder.errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "decode_files", "file_source", "load_folder"]
+__all__ = ["IMAGE_EXTENSIONS", "check_output_outside", "decode_files", "file_source", "load_folder"]
 
 # Lazily decoded folder splits -> their (paths, labels, channels, size), so that
 # make_pipeline can shuffle file names instead of buffering decoded images.
@@ -95,6 +96,20 @@ def load_folder(
     )
 
 
+def check_output_outside(dataset, output, option: str = "output") -> None:
+    """Refuse an output directory inside a ``folder:`` dataset: the run's files (its
+    model, plots, logs) would become a class, or images, of the next run on that folder."""
+    if output is None or not isinstance(dataset, str) or not dataset.startswith("folder:"):
+        return
+    root = Path(dataset.partition(":")[2].strip()).expanduser().resolve()
+    target = Path(output).expanduser().resolve()
+    if target == root or target.is_relative_to(root):
+        raise DataError(
+            f"{option} {output} lies inside the dataset folder {root}: the run's files would "
+            "become images (or a class) of the next run on that folder. Write the run "
+            "outside the dataset.")
+
+
 def _check_classes(root: Path, class_dirs: list[Path]) -> list[Path]:
     """The class folders, which must be at least two."""
     if not class_dirs:
@@ -108,6 +123,7 @@ def _check_classes(root: Path, class_dirs: list[Path]) -> list[Path]:
             f"Dataset folder {root} has a single class sub-folder, {class_dirs[0].name}; a "
             "classifier needs at least two classes. Add a sub-folder of images per class."
         )
+    check_class_names([d.name for d in class_dirs], f"Dataset folder {root}")
     return class_dirs
 
 
@@ -192,7 +208,7 @@ def decode_files(
     shape = (*(size or (None, None)), channels)
 
     def decode(path, label):
-        image = decode_image(tf.io.read_file(path), channels)
+        image = decode_path(path, channels)  # the one decoder, predict's too
         return tf.ensure_shape(image, shape), label
 
     return files.map(decode, num_parallel_calls=tf.data.AUTOTUNE)

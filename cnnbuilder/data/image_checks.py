@@ -11,16 +11,16 @@ before anything trains, in two passes:
    TensorFlow decodes every frame of a GIF to keep the first), not empty, and not a colour
    palette BMP (TensorFlow's BMP decoder returns the palette indices of those as grey
    values, silently). The header also says whether the image is grey.
-2. **Decode** (TensorFlow, in parallel): `decode_image`, the very function the training
-   pipeline maps over the files, runs once over every file that passed; a file that
-   fails (truncated, corrupt, a 1-bit BMP, a CMYK JPEG for a grey dataset...) or
-   decodes to another size than its header states is bad. What passes decodes the same
-   way during training, so an epoch cannot fail on a file that was there when the
-   dataset was loaded.
+2. **Decode** (in parallel under tf.data): `cnnbuilder.data.images.decode_path`, the
+   very function the training pipeline maps over the files — the one decoder, which
+   `predict` uses too, EXIF orientation applied — runs once over every file that passed;
+   a file that fails (truncated, corrupt...) or decodes to another size than its header
+   states (turned upright) is bad. What passes decodes the same way during training, so
+   an epoch cannot fail on a file that was there when the dataset was loaded.
 
 Grey, palette, RGBA, 16-bit and CMYK images mix freely: they are decoded to the
-dataset's channel count (3 when any image has colour, else 1) by `decode_image`; alpha
-is dropped, palettes expanded, 16-bit samples scaled to 8 bits.
+dataset's channel count (3 when any image has colour, else 1); alpha is dropped,
+palettes expanded, 16-bit samples scaled to 8 bits.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "Header",
     "bad_images_error",
-    "decode_image",
     "read_header",
     "undecodable",
 ]
@@ -52,6 +51,8 @@ MAX_IMAGE_PIXELS = 40_000_000
 _FORMATS = ("PNG", "JPEG", "BMP", "GIF")
 # PIL modes whose pixels carry no colour; everything else (RGB, RGBA, P, CMYK...) is colour.
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+# The EXIF tag of a photo's orientation (1 upright; 6 turned 90 degrees: phone photos).
+_ORIENTATION = 0x0112
 # Bad files named in an error message; the rest are counted.
 _LISTED = 10
 
@@ -73,6 +74,9 @@ def read_header(path: Path | str) -> Header | BadImage:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 width, height = image.size
+                # The decoder turns the image upright (EXIF orientation 5-8 swap its sides).
+                if _orientation(image) in (5, 6, 7, 8):
+                    width, height = height, width
                 header_format, grey = image.format, _is_grey(image)
                 # TensorFlow decodes every frame of a GIF, even to keep only the first.
                 frames = getattr(image, "n_frames", 1) if image.format == "GIF" else 1
@@ -105,6 +109,21 @@ def read_header(path: Path | str) -> Header | BadImage:
     return Header((height, width), grey)
 
 
+def _orientation(image) -> int:
+    """The EXIF orientation of an opened image, read without decoding its pixels (Pillow's
+    `getexif` loads a PNG whole; its eXIf chunk, when it comes first, is in `info`)."""
+    from PIL import Image
+
+    if image.format == "JPEG":
+        return image.getexif().get(_ORIENTATION, 1)
+    raw = image.info.get("exif")
+    if not raw:
+        return 1
+    exif = Image.Exif()
+    exif.load(raw)
+    return exif.get(_ORIENTATION, 1)
+
+
 def _is_grey(image) -> bool:
     """Whether a PIL image has no colour; palette images count when their palette is grey."""
     if image.mode in ("P", "PA"):
@@ -114,27 +133,10 @@ def _is_grey(image) -> bool:
     return image.mode in _GREY_MODES
 
 
-def decode_image(contents: tf.Tensor, channels: int) -> tf.Tensor:
-    """Decode PNG/JPEG/BMP/GIF bytes to a uint8 (H, W, channels) image (the first frame)."""
-    if channels == 3:
-        return tf.io.decode_image(contents, channels=3, expand_animations=False)
-    # TF's BMP and GIF decoders only produce colour; convert those to grey afterwards.
-    colour_only = tf.logical_or(
-        tf.strings.substr(contents, 0, 2) == "BM", tf.strings.substr(contents, 0, 3) == "GIF"
-    )
-    return tf.cond(
-        colour_only,
-        lambda: tf.image.rgb_to_grayscale(
-            tf.io.decode_image(contents, channels=3, expand_animations=False)
-        ),
-        lambda: tf.io.decode_image(contents, channels=1, expand_animations=False),
-    )
-
-
 def undecodable(
     paths: Sequence[str], sizes: Sequence[tuple[int, int]], channels: int
 ) -> list[BadImage]:
-    """The files `decode_image` fails on or decodes to another size than `sizes` says.
+    """The files `decode_path` fails on or decodes to another size than `sizes` says.
 
     Every file is decoded once, in parallel, by the training pipeline's decoder.
     """
@@ -142,8 +144,10 @@ def undecodable(
         return []
     indexed = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), list(paths)))
 
+    from cnnbuilder.data.images import decode_path
+
     def decoded_size(index, path):
-        return index, tf.shape(decode_image(tf.io.read_file(path), channels))[:2]
+        return index, tf.shape(decode_path(path, channels))[:2]
 
     # ignore_errors drops the files that fail; which ones is told by the missing indices.
     survivors = (
@@ -165,14 +169,14 @@ def undecodable(
 
 
 def _decode_failure(path: str, channels: int) -> str:
-    """TensorFlow's reason for failing to decode one file, without its op decorations."""
+    """The decoder's reason for failing on one file."""
+    from cnnbuilder.data.images import read_image, to_channels
+
     try:
-        decode_image(tf.io.read_file(path), channels)
-    except (tf.errors.OpError, ValueError) as error:
-        message = str(getattr(error, "message", error))
-        # "{{function_node ...}} Invalid PNG data, size 20 [Op:DecodeImage]" -> the middle.
-        message = message.rsplit("}}", 1)[-1].split(" [Op:", 1)[0].strip()
-        return f"truncated, corrupt or in a form TensorFlow cannot decode ({message})"
+        to_channels(read_image(path), channels)
+    except (DataError, OSError, ValueError) as error:
+        message = " ".join(str(error).split())
+        return f"truncated, corrupt or in a form that cannot be decoded ({message})"
     return "cannot be decoded (it failed once while checking; it may have changed since)"
 
 

@@ -1,7 +1,8 @@
 """TensorFlow Datasets image-classification sets (``tfds:NAME``).
 
-A set must be prepared on disk (or downloadable). It is read into memory as NumPy arrays
-when it is small enough (cifar10: 60k images, 184 MB), otherwise streamed as tf.data.
+A set must be prepared on disk: nothing is downloaded at run time. It is read into
+memory as NumPy arrays when it is small enough (cifar10: 60k images, 184 MB), otherwise
+streamed as tf.data.
 Missing validation/test splits are carved from train with a fixed split.
 """
 
@@ -25,10 +26,10 @@ _IN_MEMORY_MAX_BYTES = 2 * 1024**3
 
 
 def load_tfds(name: str, data_dir, validation_split: float, test_split: float) -> Dataset:
-    """A TensorFlow Datasets image-classification set, prepared on disk (or downloaded).
+    """A TensorFlow Datasets image-classification set, prepared on disk (never downloaded).
 
     Raises:
-        DataError: unknown name, not downloadable here, or not an (image, label) set.
+        DataError: unknown name, not prepared on disk, or not an (image, label) set.
     """
     import tensorflow_datasets as tfds
 
@@ -72,20 +73,18 @@ def _tfds_builder(tfds, name: str, data_dir):
 
 
 def _ensure_prepared(builder, name: str) -> None:
-    """Download and prepare the set if it is not on disk; explain how to fix a failure."""
+    """Refuse a set that is not prepared on disk: cnnbuilder never downloads at run time
+    (a download may be large, slow, or need a licence accepted by hand); say where to put
+    the prepared data."""
     if builder.is_prepared():
         return
-    try:
-        builder.download_and_prepare()
-    except Exception as error:  # noqa: BLE001 - network and manual-download errors vary
-        raise DataError(
-            f"Dataset tfds:{name} is not on disk and cannot be downloaded here "
-            f"({type(error).__name__}: {_first_line(error)}). TensorFlow Datasets looks "
-            f"for it in {builder.data_dir} (data dir {builder.data_dir_root}). On a "
-            f"machine with internet run `tfds build {name} --data_dir DIR`, copy DIR to "
-            "this machine and pass --data-dir DIR (data_dir=DIR from Python, or set "
-            "TFDS_DATA_DIR)."
-        ) from None
+    raise DataError(
+        f"Dataset tfds:{name} is not prepared on disk, and cnnbuilder does not download "
+        f"datasets. TensorFlow Datasets looks for it in {builder.data_dir} (data dir "
+        f"{builder.data_dir_root}). Prepare it where there is internet with `tfds build "
+        f"{name} --data_dir DIR`, copy DIR here and pass --data-dir DIR (data_dir=DIR from "
+        "Python, or set TFDS_DATA_DIR)."
+    )
 
 
 def _first_line(error: BaseException) -> str:

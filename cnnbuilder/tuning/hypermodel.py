@@ -14,6 +14,7 @@ plain KerasTuner tuner can use it too::
 
 from __future__ import annotations
 
+import re
 import weakref
 
 import keras
@@ -23,6 +24,7 @@ import numpy as np
 from cnnbuilder import training as engine
 from cnnbuilder.data import Dataset
 from cnnbuilder.errors import DataError, RecipeError, TrialSkipped
+from cnnbuilder.model import cost
 from cnnbuilder.recipe.search_space import SearchSpace, check_reachable, recipe_space
 from cnnbuilder.zoo import load_recipe
 
@@ -114,6 +116,17 @@ class HyperRecipe(kt.HyperModel):
         values = getattr(hp_or_values, "values", hp_or_values)
         return self.space.hyperparameters(values)
 
+    def model_name(self, hyperparameters: dict) -> str:
+        """The name of a trial's model: the recipe's, then the tuned values
+        (`resnet20_depth38_width32`), in the characters Keras accepts in a name."""
+        parts = [self.recipe.name]
+        flat = dict(hyperparameters)
+        flat.update(flat.pop("training", None) or {})
+        for key, value in flat.items():
+            text = "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+            parts.append(re.sub(r"[^A-Za-z0-9_.-]", "-", f"{key}{text}"))
+        return "_".join(parts)
+
     def training_settings(self, training: dict | None = None) -> dict:
         """The engine's `training` overrides of a trial: the fixed and tuned settings, the
         trial's epochs and the chosen augmentation."""
@@ -154,11 +167,22 @@ class HyperRecipe(kt.HyperModel):
             job = self.job(*self.values(hp))
         except RecipeError as exc:
             raise TrialSkipped(str(exc)) from None
-        model = job.build()
-        count = int(model.count_params())
-        if self.max_params is not None and count > self.max_params:
-            raise TrialSkipped(f"{count:,} parameters, over the budget of {self.max_params:,} "
-                               "(max_params)", params=count)
+        if self.max_params is not None:
+            # Counted on a skeleton (no weight allocated): a trial over the budget costs
+            # nothing but its graph.
+            with cost.skeleton_scope():
+                try:
+                    count = int(job.build().count_params())
+                finally:
+                    cost.discard_skeleton()
+            if count > self.max_params:
+                raise TrialSkipped(f"{count:,} parameters, over the budget of {self.max_params:,} "
+                                   "(max_params)", params=count)
+        try:
+            model = job.build()
+        except RecipeError as exc:  # over cnnbuilder's bound on any model (model.cost)
+            raise TrialSkipped(str(exc)) from None
+        model.name = self.model_name(self.hyperparameters(hp))
         job.compile(model)
         self._jobs[model] = job
         return model

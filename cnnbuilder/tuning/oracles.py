@@ -4,8 +4,11 @@ Each oracle is KerasTuner's own (random, Bayesian, Hyperband) with `WatchedOracl
 in before it, through the public `Oracle` methods (`create_trial`, `update_trial`,
 `end_trial`, `get_trial`, `populate_space`):
 
-- a skipped or failed trial is part of the search (``max_consecutive_failed_trials`` is
-  off; `max_trials` bounds the search);
+- `max_trials` counts the trials that train: a skipped trial (over `max_params`, or values
+  the recipe rejects; its message carries `SKIPPED`) is not one of them, and is recorded
+  as skipped (search.log, the display); at most `MAX_SKIPPED_PER_TRIAL` × `max_trials` are
+  skipped before the search stops; a skipped trial is never the best one;
+- a failed trial is part of the search (``max_consecutive_failed_trials`` is off);
 - every trial start and end is logged to ``search.log`` (the oracle's view);
 - workers send heartbeats (`get_trial`); `expire_lost_trials` ends the trial of a worker
   silent for `timeout` seconds: it is handed to another worker once, then failed.
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import keras_tuner as kt
 from keras_tuner.engine.trial import Trial, TrialStatus
+from keras_tuner.src.engine.oracle import Display
 
 from cnnbuilder.tuning import keras_tuner_hooks as hooks
 
@@ -27,6 +31,22 @@ TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "accuracy": "max", "loss": "min"}
 # A trial lost with its worker is handed to another worker this many times.
 LOST_TRIAL_RETRIES = 1
+# What the tuner puts first in the reason of a trial it skips (KerasTuner has no status for
+# it: the trial ends FAILED with this in its message).
+SKIPPED = "[skipped] "
+# A search stops after skipping this many trials per trained trial of its budget.
+MAX_SKIPPED_PER_TRIAL = 10
+
+
+def is_skipped(trial) -> bool:
+    """Whether a KerasTuner trial was skipped (never trained) rather than failed."""
+    return trial.status == TrialStatus.FAILED and SKIPPED in (trial.message or "")
+
+
+def skipped_reason(trial) -> str:
+    """The reason a skipped trial gives, without KerasTuner's traceback."""
+    text = (trial.message or "").rsplit(SKIPPED, 1)[-1]
+    return " ".join(text.split())
 
 
 def _now() -> str:
@@ -39,6 +59,9 @@ class WatchedOracle:
 
     def watch(self, log_path: Path | None, timeout: float) -> None:
         """Log to `log_path` (None: no log) and give up on workers silent for `timeout` s."""
+        display = SearchDisplay(self, verbose=self._display.verbose)
+        display.set_state(self._display.get_state())
+        self._display = display
         self._log_path = log_path
         self._timeout = timeout
         self._seen: dict[str, float] = {}  # trial_id -> last sign of life of its worker
@@ -56,10 +79,35 @@ class WatchedOracle:
         # The number KerasTuner's display and tuning.json give the trial, not its id.
         return f"trial {hooks.trial_number(trial_id)}"
 
+    def skipped_trials(self) -> list:
+        """The trials skipped so far."""
+        return [t for t in self.trials.values() if is_skipped(t)]
+
+    def _budget_left(self) -> bool:
+        """Whether another trial may start: fewer trained (or running) trials than the
+        budget, and fewer skipped ones than their own bound."""
+        budget = getattr(self, "trial_budget", None)
+        if budget is None:
+            return True
+        skipped = len(self.skipped_trials())
+        if skipped >= MAX_SKIPPED_PER_TRIAL * budget:
+            if not getattr(self, "_skip_bound_logged", False):
+                self._skip_bound_logged = True
+                self.log(f"search stopped: {skipped} trials skipped, the most for a budget of "
+                         f"{budget} trained trials ({MAX_SKIPPED_PER_TRIAL} x --max-trials)")
+            return False
+        return len(self.trials) - skipped < budget
+
     @kt.synchronized
     def create_trial(self, tuner_id):
         now = time.monotonic()
         self._tuner_seen[tuner_id] = now
+        budget = getattr(self, "trial_budget", None)
+        if budget is not None:
+            # KerasTuner stops at len(trials) >= max_trials: skipped trials are not counted.
+            # The bound stays one number otherwise, as trial ids are padded to its width.
+            self.max_trials = (budget * (1 + MAX_SKIPPED_PER_TRIAL) if self._budget_left()
+                               else len(self.trials))
         trial = super().create_trial(tuner_id)
         others_running = any(t != tuner_id for t in self.ongoing_trials)
         if trial.status == TrialStatus.STOPPED and others_running:
@@ -103,7 +151,16 @@ class WatchedOracle:
         for owner in owners:
             self._tuner_seen[owner] = time.monotonic()
         super().end_trial(trial)
-        self.log(f"{described} end {self.trials[trial.trial_id].status}")
+        ended = self.trials[trial.trial_id]
+        if is_skipped(ended):
+            self.log(f"{described} end SKIPPED: {skipped_reason(ended)}")
+        else:
+            self.log(f"{described} end {ended.status}")
+
+    def get_best_trials(self, num_trials=1):
+        """The best completed trials; never a skipped or failed one (KerasTuner pads its
+        list with them, and its display would show one as "Best Value So Far")."""
+        return [t for t in super().get_best_trials(num_trials) if t.status == TrialStatus.COMPLETED]
 
     @kt.synchronized
     def expire_lost_trials(self) -> list[str]:
@@ -139,6 +196,19 @@ class WatchedOracle:
         return getattr(self, "_lost", {}).get(trial_id)
 
 
+class SearchDisplay(Display):
+    """KerasTuner's progress display, with a skipped trial told as skipped (not
+    "Complete") and the best so far taken from completed trials only."""
+
+    def on_trial_end(self, trial):
+        """One line for a skipped trial; KerasTuner's lines for the others."""
+        if self.verbose < 1 or not is_skipped(trial):
+            return super().on_trial_end(trial)
+        print(f"Trial {self.trial_number.get(trial.trial_id, '?')} skipped: {skipped_reason(trial)}")
+        best = self.oracle.get_best_trials()
+        print(f"Best {self.oracle.objective.name} So Far: {best[0].score if best else None}")
+
+
 class RandomOracle(WatchedOracle, kt.oracles.RandomSearchOracle):
     """Random search."""
 
@@ -171,9 +241,11 @@ def make_oracle(tuner: str, *, objective: str, max_trials: int, epochs: int, see
                   # Skipped and failed trials are part of a search; max_trials bounds it.
                   max_consecutive_failed_trials=None)
     if tuner == "random":
-        return RandomOracle(max_trials=max_trials, **common)
-    if tuner == "bayesian":
-        return BayesianOracle(max_trials=max_trials, **common)
-    oracle = HyperbandOracle(max_epochs=epochs, factor=3, hyperband_iterations=1, **common)
-    oracle.max_trials = max_trials
+        oracle = RandomOracle(max_trials=max_trials, **common)
+    elif tuner == "bayesian":
+        oracle = BayesianOracle(max_trials=max_trials, **common)
+    else:
+        oracle = HyperbandOracle(max_epochs=epochs, factor=3, hyperband_iterations=1, **common)
+        oracle.max_trials = max_trials
+    oracle.trial_budget = max_trials  # trained trials; skipped ones are counted apart
     return oracle

@@ -24,7 +24,9 @@ import keras
 import numpy as np
 
 from cnnbuilder.data import Dataset, load_dataset
+from cnnbuilder.data.folders import check_output_outside
 from cnnbuilder.errors import RunError, TuningError
+from cnnbuilder.recipe import checks
 from cnnbuilder.recipe.search_space import FORMS, recipe_space
 from cnnbuilder import runs
 from cnnbuilder.tuning import chief, results
@@ -47,7 +49,9 @@ def tune(recipe, *, dataset="digits", output, tuner="random", max_trials=10, epo
         dataset: what `cnnbuilder.train` accepts (or a loaded `Dataset`).
         output: the search directory (see `cnnbuilder.tuning.results`).
         tuner: "random", "bayesian" or "hyperband".
-        max_trials: trials at most (skipped and failed ones count).
+        max_trials: trained trials at most (completed or failed); a skipped trial (over
+            `max_params`, or values the recipe rejects) is not one of them, and at most
+            10 x `max_trials` are skipped before the search stops.
         epochs: of each trial (hyperband: at most); a trial is scored by its best epoch's
             `objective` ("val_accuracy", "val_loss", "accuracy" or "loss").
         max_params: larger models are skipped untrained.
@@ -68,6 +72,10 @@ def tune(recipe, *, dataset="digits", output, tuner="random", max_trials=10, epo
     """
     started = time.perf_counter()
     _check_arguments(tuner, max_trials, epochs, objective, max_params, batch_size, retrain_epochs)
+    seed = checks.seed(seed)
+    input_shape = checks.input_shape(input_shape)
+    classes = checks.classes(classes)
+    check_output_outside(dataset, output)
     timeout = chief.trial_timeout(trial_timeout)
     source, loaded = recipe, load_recipe(recipe)
     if not recipe_space(source):

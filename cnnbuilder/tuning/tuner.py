@@ -26,6 +26,7 @@ import keras_tuner as kt
 from cnnbuilder.errors import TrialSkipped
 from cnnbuilder import runs
 from cnnbuilder.tuning import chief, keras_tuner_hooks as hooks
+from cnnbuilder.tuning.oracles import SKIPPED
 from cnnbuilder.tuning.tf_graphs import released_graphs
 
 TRIAL_RECORD = "cnnbuilder_trial.json"  # inside each trial_* directory
@@ -134,7 +135,8 @@ class RecipeTuner(hooks.TunerHooks):
             record.update(status="skipped", reason=exc.reason)
             if exc.params is not None:
                 record["params"] = exc.params
-            raise kt.errors.FailedTrialError(exc.reason) from None
+            # The oracle tells a skipped trial from a failed one by this mark (`SKIPPED`).
+            raise kt.errors.FailedTrialError(SKIPPED + exc.reason) from None
         except Exception as exc:  # out of memory, a broken combination, a diverged loss...
             record.update(status="failed", reason=_short(exc), traceback=traceback.format_exc())
             raise kt.errors.FailedTrialError(record["reason"]) from None
@@ -179,7 +181,8 @@ class RecipeTuner(hooks.TunerHooks):
 
     def write_record(self, record: dict) -> None:
         """Write a trial's record (and say in one line why a trial did not complete)."""
-        if record["status"] != "completed" and not self.quiet:
+        # A skipped trial is told by the oracle's display (`oracles.SearchDisplay`).
+        if record["status"] == "failed" and not self.quiet:
             print(f"Trial {record['number']} {record['status']}: {record['reason']}")
         runs.atomic_write_json(self.record_path(record["trial_id"]), record)
         self.records = [r for r in self.records if r["trial_id"] != record["trial_id"]]
