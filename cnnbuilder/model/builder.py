@@ -38,7 +38,10 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
         weights: None (random initialization), "imagenet" (the keras.applications file
             from the Keras cache, for recipes that mirror one), a weights file
             (`.weights.h5`, a keras.applications `.h5`), a `.keras` model file or a
-            cnnbuilder run directory (its `model.keras`). Where `classes`, `include_top`
+            cnnbuilder run directory (its `model.keras`); or PyTorch-world weights:
+            "torchvision", "torchvision:ENUM", "timm:MODEL.TAG" or a `.pth`/`.pt`/
+            `.safetensors` state dict (`cnnbuilder.model.pretrained`; they build the
+            variant of the recipe they need, e.g. resnet50_tv). Where `classes`, `include_top`
             or `features_only` differ from the weights', the backbone is loaded and the
             head is new; a log message (logger ``cnnbuilder``) names the new layers.
         input_tensor: a tensor to build the model on (a Keras tensor is used as is).
@@ -63,6 +66,16 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
             is built.
         WeightsError: weights that are missing or do not fit.
     """
+    from cnnbuilder.model.pretrained.sources import is_pytorch_weights
+
+    if is_pytorch_weights(weights):
+        from cnnbuilder.model.pretrained.load import build_pretrained
+
+        return build_pretrained(recipe, weights, params=params, include_top=include_top,
+                                input_tensor=input_tensor, input_shape=input_shape,
+                                pooling=pooling, classes=classes,
+                                classifier_activation=classifier_activation, name=name,
+                                features_only=features_only, out_indices=out_indices)
     recipe = load_recipe(recipe)
     input_shape = checks.input_shape(input_shape)
     classes = checks.classes(classes)
