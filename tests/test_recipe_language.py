@@ -93,7 +93,7 @@ def test_cyclic_params_are_reported():
 def test_shipped_densenet_exposes_the_paper_params():
     params = load_recipe("densenet121").params
     assert params == {"blocks": [6, 12, 24, 16], "growth_rate": 32, "compression": 0.5, "bn_size": 4,
-                      "memory_efficient": False}
+                      "bn_epsilon": 1.001e-5, "memory_efficient": False}
     assert load_recipe("resnet50").params == {"blocks": [3, 4, 6, 3]}
 
 

@@ -92,11 +92,18 @@ def _registry() -> dict:
 
 
 def is_pytorch_weights(weights) -> bool:
-    """Whether `weights` names a PyTorch-world source or state-dict file (by its form)."""
+    """Whether `weights` names a PyTorch-world source or state-dict file (by its form).
+
+    A `word:rest` string that is no existing path counts too (`timn:resnet50.a1_in1k`), so
+    that a misspelt hub is answered by `resolve_source`'s did-you-mean.
+    """
     if not isinstance(weights, (str, os.PathLike)):
         return False
     text = os.fspath(weights)
     if text in HUBS or text.startswith(tuple(f"{hub}:" for hub in HUBS)):
+        return True
+    hub, colon, _ = text.partition(":")
+    if colon and hub.isidentifier() and not Path(text).exists():
         return True
     return Path(text).suffix.lower() in (".pth", ".pt", ".safetensors")
 
