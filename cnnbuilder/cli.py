@@ -17,6 +17,7 @@ from cnnbuilder.cli_args import (non_negative_float, parse_assignments, parse_au
                                  positive_float, positive_int, seed)
 from cnnbuilder.cli_help import cmd_help
 from cnnbuilder.cli_show import cmd_list, cmd_show
+from cnnbuilder.cli_weights import add_weights_parser
 from cnnbuilder.errors import CnnBuilderError
 from cnnbuilder.recipe import checks
 from cnnbuilder.recipe.params import arguments_from, overrides_from
@@ -286,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=positive_int, default=5)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_predict)
+
+    add_weights_parser(commands)
     return parser
 
 

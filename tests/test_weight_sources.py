@@ -99,3 +99,27 @@ def test_offline_refusal_names_file_url_and_place(tmp_path, monkeypatch):
     for part in ("alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
                  str(tmp_path / "hub" / "checkpoints"), "downloads are off"):
         assert part in message
+
+
+def test_the_weights_command_lists_sources_with_accuracy_and_cache(tmp_path, monkeypatch, capsys):
+    import json
+
+    from cnnbuilder.cli import main
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = tmp_path / "hub" / "checkpoints" / "resnet50-0676ba61.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    assert main(["weights", "resnet50", "--json"]) == 0
+    rows = {row["weights"]: row for row in json.loads(capsys.readouterr().out)}
+    assert list(rows) == ["imagenet", "torchvision:IMAGENET1K_V2", "torchvision:IMAGENET1K_V1",
+                          "timm:resnet50.a1_in1k"]
+    assert rows["torchvision:IMAGENET1K_V2"]["top1"] == 80.858
+    assert rows["torchvision:IMAGENET1K_V2"]["resize"] == 232
+    assert rows["torchvision:IMAGENET1K_V1"]["cached"] and not rows["torchvision:IMAGENET1K_V2"]["cached"]
+    assert rows["timm:resnet50.a1_in1k"]["builds"] == "resnet50_tv"
+    assert main(["weights"]) == 0
+    listing = capsys.readouterr().out
+    assert "googlenet_tv" in listing and "alexnet" in listing and "resnet20" not in listing
+    assert main(["weights", "no_such_recipe"]) == 2
+    assert "unknown recipe" in capsys.readouterr().err
