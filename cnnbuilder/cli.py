@@ -140,7 +140,7 @@ def cmd_predict(args) -> int:
 
     from cnnbuilder.serving.prediction import format_predictions, predict
 
-    results = predict(args.model, args.images, top_k=args.top_k, errors="report")
+    results = predict(args.model, args.images, top_k=args.top_k, errors="report", trust=args.trust)
     print(json.dumps(results, indent=2) if args.json else format_predictions(results))
     failed = [r for r in results if "error" in r]
     for result in failed:  # also on stderr, one line each: the good images were predicted
@@ -286,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top-k", type=positive_int, default=5)
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--trust", action="store_true",
+                   help="run a SavedModel that cnnbuilder export did not write: a SavedModel is "
+                        "a program (like a pickle) and its graph may read or write files")
     p.set_defaults(run=cmd_predict)
 
     add_weights_parser(commands)

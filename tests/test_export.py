@@ -441,8 +441,10 @@ def test_predict_names_a_missing_image(exported, tmp_path):
 def test_predict_refuses_a_savedmodel_without_image_signature(run, tmp_path):
     run.model.export(tmp_path / "plain", verbose=False)  # Keras' own export: float input
     Image.fromarray(np.zeros((8, 8), np.uint8), "L").save(tmp_path / "a.png")
+    with pytest.raises(RunError, match="not written by `cnnbuilder export`.*--trust"):
+        predict(tmp_path / "plain", [tmp_path / "a.png"])  # a program we did not write
     with pytest.raises(RunError, match="uint8 images"):
-        predict(tmp_path / "plain", [tmp_path / "a.png"])
+        predict(tmp_path / "plain", [tmp_path / "a.png"], trust=True)
 
 
 @pytest.mark.slow

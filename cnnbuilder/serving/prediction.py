@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from cnnbuilder.errors import CnnBuilderError, DataError, RunError
+from cnnbuilder.serving.foreign import check_saved_model
 from cnnbuilder.serving.images import read_image
 from cnnbuilder.serving.metadata import LABELS, LABELS_ASSET, METADATA
 from cnnbuilder.serving.runtimes import FileModel, resolve_export
@@ -34,7 +35,7 @@ _BATCH_SIZE = 32
 
 
 def predict(export_path, image_paths: Sequence, *, top_k: int = 5,
-            errors: str = "raise") -> list[dict]:
+            errors: str = "raise", trust: bool = False) -> list[dict]:
     """Top-k class predictions of the exported model for each image file.
 
     Args:
@@ -47,6 +48,10 @@ def predict(export_path, image_paths: Sequence, *, top_k: int = 5,
         errors: ``"raise"``: an unreadable image is a DataError before anything is
             predicted; ``"report"``: its entry is ``{"image": path, "error": message}``
             and the other images are still predicted (the CLI's choice).
+        trust: run a SavedModel that `cnnbuilder export` did not write as it is (no
+            matching ``saved_model_sha256`` in its metadata.json). A SavedModel is a
+            program, like a pickle: its graph may read and write files; only `.keras`
+            loading is sandboxed. Its input and outputs are checked either way.
 
     Returns:
         ``[{"image": path, "predictions": [{"label": str, "probability": float}, ...]}]``
@@ -63,7 +68,11 @@ def predict(export_path, image_paths: Sequence, *, top_k: int = 5,
         raise CnnBuilderError(f"top_k must be a positive integer, got {top_k!r}.")
     if errors not in ("raise", "report"):
         raise CnnBuilderError(f"errors must be 'raise' or 'report', got {errors!r}.")
+    if not isinstance(trust, bool):
+        raise CnnBuilderError(f"trust must be True or False, got {trust!r}.")
     kind, path = resolve_export(export_path, saved_model_dir=resolve_saved_model_dir)
+    if kind == "savedmodel":  # before an image is read or anything of it runs
+        check_saved_model(path, trust=trust)
     # Read every image before loading the model: a typo in a path fails fast.
     read = [_read_or_report(p, errors) for p in image_paths]
     failed = {index: message for index, (_, message) in enumerate(read) if message}

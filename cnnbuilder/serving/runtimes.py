@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnbuilder.errors import DataError, RunError
+from cnnbuilder.serving.foreign import check_file_model
 from cnnbuilder.serving.metadata import METADATA
 from cnnbuilder.runs import read_json
 
@@ -110,26 +111,37 @@ class FileModel:
         except DataError as error:
             raise RunError(f"{self.path.parent / METADATA}: {error}") from None
         self._run = self._load()
+        # Before any image goes in: the file must be the one its metadata.json describes.
+        check_file_model(self.path, meta, *self.io_shapes)
 
     def _load(self):
         """A float batch -> probabilities function of the runtime."""
+        from cnnbuilder.errors import UsageError
+
         try:
             if self.kind == "onnx":
                 from cnnbuilder.serving.onnx_export import onnx_session
 
                 session = onnx_session(self.path)
                 (model_input,) = session.get_inputs()
+                self.io_shapes = (model_input.shape, session.get_outputs()[0].shape)
                 return lambda batch: session.run(None, {model_input.name: batch})[0]
             from cnnbuilder.serving.litert import litert_interpreter
 
             interpreter, _ = litert_interpreter(self.path)
+        except UsageError:
+            raise  # a missing extra (onnxruntime): its own message
         except Exception as error:  # noqa: BLE001 -- corrupt files raise many types
             raise RunError(
                 f"Cannot load {self.path}: {type(error).__name__}: "
                 f"{' '.join(str(error).split())[:300]}. {_EXPECTED}"
             ) from error
-        (input_detail,) = interpreter.get_input_details()
-        (output_detail,) = interpreter.get_output_details()
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise RunError(f"{self.path} has {len(inputs)} inputs and {len(outputs)} outputs; "
+                           f"expected one of each, as `cnnbuilder export` writes. {_EXPECTED}")
+        (input_detail,), (output_detail,) = inputs, outputs
+        self.io_shapes = (list(input_detail["shape_signature"]), list(output_detail["shape_signature"]))
 
         def run(batch):
             interpreter.resize_tensor_input(input_detail["index"], list(batch.shape))

@@ -18,6 +18,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from cnnbuilder.data.preprocess import preprocess_from_config
+from cnnbuilder.serving.foreign import DIGEST_KEY, saved_model_digest
 from cnnbuilder.serving.metadata import LABELS, LABELS_ASSET, METADATA, model_input, write_labels
 
 __all__ = ["captured_variables", "serve_function", "write_saved_model"]
@@ -98,6 +99,8 @@ def write_saved_model(model, path: Path, class_names, input_shape, preprocessing
         shutil.rmtree(scratch, ignore_errors=True)
     return {
         "files": ["saved_model.pb", "variables/", str(LABELS_ASSET), METADATA],
+        # What predict checks before running the graph (`serving.foreign`).
+        DIGEST_KEY: saved_model_digest(path),
         "signatures": {
             "serve": {
                 "inputs": {"inputs": model_input(input_shape, preprocessing)},
