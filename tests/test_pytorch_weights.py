@@ -25,10 +25,12 @@ import pytest
 import cnnbuilder
 from cnnbuilder.errors import WeightsError
 
+from torch_reference import (block_triton, images, keras_outputs, randomize,  # noqa: E402
+                             save_hf_snapshot, save_torchvision, torch_outputs)
+
+block_triton()  # other test modules imported TensorFlow: triton's LLVM would crash beside it
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
-from torch_reference import (images, keras_outputs, randomize, save_hf_snapshot,  # noqa: E402
-                             save_torchvision, torch_outputs)
 
 ATOL = 1e-4  # float32, absolute, on the logits
 EXACT = 1e-8  # float64

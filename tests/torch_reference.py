@@ -6,9 +6,17 @@ downloaded: every network is torchvision's or timm's own code with random weight
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
+
+
+def block_triton() -> None:
+    """Keep torchvision from importing triton (through torch.library), whose bundled LLVM
+    crashes the process (SIGSEGV) when TensorFlow was imported first; PyTorch on the CPU
+    does without it. Call before importing torchvision or timm."""
+    sys.modules.setdefault("triton", None)
 
 # The 1e-4 of the equivalence claim is absolute on the logits. float32 rounding grows with
 # the logits' scale, so the classifier is rescaled to give logits of unit standard deviation
