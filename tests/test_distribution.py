@@ -4,6 +4,7 @@ missing, the LICENSE, the guides printed by `cnnbuilder help`."""
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -84,3 +85,48 @@ def test_every_guide_a_message_names_is_a_help_topic():
         topic_text("nothing")
     shipped = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
     assert shipped["force-include"]["docs"] == "cnnbuilder/_docs"
+
+
+FRESH_CHECK = """
+import importlib.util, json
+print(json.dumps({m: importlib.util.find_spec(m) is not None
+                  for m in ("jax", "tf2onnx", "onnx", "onnxruntime", "ai_edge_litert")}))
+"""
+
+
+@pytest.mark.slow
+def test_the_wheel_without_extras_installs_trains_and_exports_in_a_fresh_venv(tmp_path):
+    """`pip install cnnbuilder` (no extras, the tested versions) into a new venv: no JAX,
+    ONNX or LiteRT; it builds, trains one epoch on digits and exports a SavedModel; a
+    missing extra is named. pip's cache makes a second run cheap."""
+    import subprocess
+    import sys
+
+    wheels, venv = tmp_path / "wheels", tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "--quiet", "-w", str(wheels), str(ROOT)], check=True, cwd=tmp_path)
+    [wheel] = wheels.glob("cnnbuilder-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python, cli = venv / "bin" / "python", venv / "bin" / "cnnbuilder"
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "-c", str(ROOT / "constraints.txt"),
+                    str(wheel)], check=True, cwd=tmp_path)
+    found = subprocess.run([python, "-c", FRESH_CHECK], check=True, capture_output=True, text=True)
+    assert json.loads(found.stdout.strip().splitlines()[-1]) == dict.fromkeys(
+        ("jax", "tf2onnx", "onnx", "onnxruntime", "ai_edge_litert"), False)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run([cli, "train", "lenet5", "--dataset", "digits", "--epochs", "1",
+                           "--quiet", "--no-tensorboard", "--output", "run"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([cli, "export", "run", "--output", "sm/1"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "sm" / "1" / "saved_model.pb").is_file()
+    done = subprocess.run([cli, "export", "run", "--output", "onnx/model.onnx"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "pip install 'cnnbuilder[onnx]'" in done.stderr
+    assert "\x1b" not in done.stderr
+    assert not (tmp_path / "onnx" / "model.onnx").exists()
+    help_text = subprocess.run([cli, "help", "limits"], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, check=True).stdout
+    assert help_text.startswith("# Limits")

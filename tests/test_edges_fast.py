@@ -151,3 +151,16 @@ def test_a_tune_range_outside_the_declaration_names_the_tune_entry(tmp_path, ent
     message = str(caught.value)
     assert message.startswith(f"{path}, line 4, field {field}:"), message
     assert "resnet20.yaml, line 2" in message and "--set" not in message
+
+
+@pytest.mark.parametrize("expression, told", [("${1/0}", "division by zero"),
+                                              ("${nope}", "unknown name 'nope'")])
+def test_a_bad_set_expression_is_blamed_on_set_not_the_recipe_line(expression, told):
+    from cnnbuilder.recipe.params import overrides_from
+
+    recipe = cnnbuilder.load_recipe("lenet5")
+    with overrides_from("--set"), pytest.raises(RecipeError) as caught:
+        recipe.plan(activation=expression)
+    message = str(caught.value)
+    assert message.startswith(f"--set activation='{expression}': bad expression") and told in message
+    assert "lenet5.yaml" not in message

@@ -127,3 +127,10 @@ def test_a_bogus_keras_backend_is_named_before_keras_is_imported(capsys, monkeyp
     code = main(["show", "lenet5"])
     err = capsys.readouterr().err
     assert code == 2 and "KERAS_BACKEND='bogus'" in err
+
+
+def test_output_to_a_file_or_pipe_holds_no_escape_sequences(capsys):
+    for argv in (["list", "lenet*"], ["show", "lenet5"], ["show", "lenet5", "--training"]):
+        assert main(argv) == 0
+        out, err = capsys.readouterr()
+        assert "\x1b" not in out and "\x1b" not in err, argv

@@ -130,7 +130,15 @@ def resolve_params(document: Document, overrides: dict, build_values: dict,
                 get(used)
             if has_expression(value):
                 sources = set().union(*(values.sources[u] for u in used_params)) if used_params else set()
-            value = substitute_all(document, ("params", name), value, values)
+            try:
+                value = substitute_all(document, ("params", name), value, values)
+            except RecipeError as exc:
+                if name not in overrides:
+                    raise
+                # The expression is the override's (`--set x=${1/0}`): blame it, not the
+                # recipe's params line.
+                told = str(exc).removeprefix(f"{document.where(('params', name))}: ")
+                raise RecipeError(f"{origins[name]}: {told}") from None
         resolving.pop()
         values[name] = value
         values.sources[name] = tuple(sorted(sources))
