@@ -122,3 +122,14 @@ def test_a_folder_of_phone_photos_trains_on_upright_images(tmp_path):
     assert data.image_shape == (12, 20, 3) and data.skipped == ()
     for image, _ in data.train:
         assert np.array_equal(image.numpy(), read_image(tmp_path / "a" / "0.jpg"))
+
+
+def test_train_refuses_a_model_over_the_bound_before_loading_data(tmp_path, capsys):
+    from cnnbuilder.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=r"^input_shape=\(30000, 30000, 1\) gives, at .*lenet5"):
+        cnnbuilder.train("lenet5", "digits", input_shape=(30000, 30000, 1), output=tmp_path / "r")
+    code = main(["train", "lenet5", "--input-shape", "30000,30000,1", "--output", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--input-shape 30000,30000,1 gives" in err and "over the bound" in err
+    assert not (tmp_path / "r").exists()

@@ -193,9 +193,9 @@ def _culprit_message(what: str, by_step: dict, plan, recipe, arguments: dict,
             causes.append(arguments["classes"])
         if "input_shape" in arguments and (by_activations or flattened):
             causes.append(arguments["input_shape"])
-        blamed = blame(step.raw, plan.params)
-        if blamed:
-            causes.append(blamed)
+        # Only what the user gave (--set, keywords), not the recipe's own params lines.
+        causes += [part for part in blame(step.raw, plan.params).split(" and ")
+                   if part and ", line " not in part]
         where = (f"{recipe.document.where(step.path)} (block {step.block!r}, {step.name}, "
                  f"{share} of it)")
     else:
@@ -242,3 +242,20 @@ def given_arguments(recipe, plan) -> dict:
         if step.section == "head" and "classes" in str(step.raw) and units != recipe.default_classes:
             given["classes"] = argument_label("classes", units)
     return given
+
+
+def preflight(recipe, *, input_shape=None, classes=None, params=None) -> None:
+    """Check a recipe's model against the bound before any data is loaded (a huge
+    `input_shape` would otherwise first exhaust memory resizing the dataset): a skeleton,
+    dropped after the check."""
+    from cnnbuilder.model.builder import build_planned
+    from cnnbuilder.zoo import load_recipe
+
+    recipe = load_recipe(recipe)
+    plan = recipe.plan(input_shape=input_shape, classes=classes, **(params or {}))
+    try:
+        with skeleton_scope():
+            model = build_planned(recipe, plan, params=params)
+        check_bound(model_cost(model, plan), plan, recipe, given_arguments(recipe, plan))
+    finally:
+        discard_skeleton()

@@ -38,8 +38,14 @@ def did_you_mean(word: str, options) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
+# The largest integer a block field takes: Keras/TensorFlow size tensors with 32-bit
+# integers in places (a larger one fails deep inside them); any model near it is far over
+# the cost bound anyway (`cnnbuilder.model.cost`).
+INT_MAX = 2**31 - 1
+
+
 def _is_int(value, minimum) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= INT_MAX
 
 
 def _is_size(value) -> bool:
@@ -103,6 +109,8 @@ class Field:
             bounds.append(f"< {self.below:g}")
         if bounds:
             text += " " + " and ".join(bounds)
+        if self.kind in ("int", "size", "padding"):
+            text += f" (at most {INT_MAX:,})"
         if self.optional:
             text += " or null"
         return text
@@ -123,7 +131,7 @@ class Field:
                 return None
             return expected + f" (one of {', '.join(sorted(names))})" + did_you_mean(value, names)
         ok = {
-            "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+            "int": lambda v: isinstance(v, int) and not isinstance(v, bool) and abs(v) <= INT_MAX,
             "float": lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool)
                                 and math.isfinite(v)),
             "bool": lambda v: isinstance(v, bool),
