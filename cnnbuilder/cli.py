@@ -13,8 +13,8 @@ import sys
 
 from cnnbuilder.cli_backend import add_backend_arguments, join_processes, select_backend, supervise
 from cnnbuilder.cli_args import classes as classes_type
-from cnnbuilder.cli_args import (non_negative_float, parse_assignments, parse_augment, parse_shape,
-                                 positive_float, positive_int, seed)
+from cnnbuilder.cli_args import (Parser, non_negative_float, parse_assignments, parse_augment,
+                                 parse_shape, positive_float, positive_int, seed)
 from cnnbuilder.cli_help import cmd_help
 from cnnbuilder.cli_show import cmd_list, cmd_show
 from cnnbuilder.cli_weights import add_weights_parser
@@ -165,20 +165,12 @@ def add_dataset_arguments(p) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in DIR")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, with a malformed flag told in one paragraph (no usage block) and exit 2."""
-
-    def error(self, message):
-        """Print `message` in one paragraph with where to find the usage; exit 2."""
-        self.exit(BAD_INPUT, f"{self.prog}: error: {message} (`{self.prog} --help` lists the flags)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command (each accepts `--debug`)."""
-    debug = _Parser(add_help=False)
+    debug = Parser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show the traceback of a failure")
-    parser = _Parser(
+    parser = Parser(
         prog="cnnbuilder", parents=[debug],
         description="Build, study, train, tune and export classic CNNs from YAML recipes.",
     )

@@ -12,6 +12,15 @@ from cnnbuilder.errors import UsageError
 from cnnbuilder.recipe import checks
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a malformed flag told in one paragraph (no usage block) and exit
+    status 2, as every other bad input."""
+
+    def error(self, message):
+        """Print `message` in one paragraph with where to find the usage; exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the flags)\n")
+
+
 def parse_assignments(items: list[str] | None, option: str = "--set") -> dict:
     """`--set growth_rate=12 --set blocks=[6,12,32,32]` -> {"growth_rate": 12, ...}
     (values are read as YAML: numbers, true/false, lists)."""

@@ -172,12 +172,13 @@ def test_bad_input_is_one_paragraph_and_exit_code_2(capsys, argv, needles, tmp_p
     assert not any(tmp_path.iterdir())  # nothing written
 
 
-def test_bad_argument_type_exits_2_with_usage(capsys):
+def test_bad_argument_type_exits_2_in_one_paragraph_naming_the_flag(capsys):
     with pytest.raises(SystemExit) as raised:
         main(["show", "resnet20", "--classes", "0"])
     assert raised.value.code == 2
     err = capsys.readouterr().err
-    assert "expected a positive integer" in err and "Traceback" not in err
+    assert "argument --classes: expected an integer from 1 to 2,147,483,647" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 # ----------------------------------------------------------------------------- console script

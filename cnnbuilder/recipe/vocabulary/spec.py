@@ -48,6 +48,13 @@ def _is_int(value, minimum) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= INT_MAX
 
 
+def _too_large(value) -> bool:
+    """An integer (or one in a list) past INT_MAX, which no block field takes."""
+    if isinstance(value, (list, tuple)):
+        return any(_too_large(v) for v in value)
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_MAX
+
+
 def _is_size(value) -> bool:
     if _is_int(value, 1):
         return True
@@ -109,8 +116,6 @@ class Field:
             bounds.append(f"< {self.below:g}")
         if bounds:
             text += " " + " and ".join(bounds)
-        if self.kind in ("int", "size", "padding"):
-            text += f" (at most {INT_MAX:,})"
         if self.optional:
             text += " or null"
         return text
@@ -118,6 +123,8 @@ class Field:
     def check(self, value: Any) -> str | None:
         """None when `value` suits the field, else what was expected."""
         expected = f"expected {self.describe_type()}"
+        if _too_large(value):
+            return f"{expected}, at most {INT_MAX:,}"
         if value is None:
             return None if self.optional else expected
         kind = self.kind
