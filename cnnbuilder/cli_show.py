@@ -99,11 +99,11 @@ def cmd_show(args) -> int:
     console.print(table)
     console.print(f"input {plan.input_shape}, params {total_params:,} (trainable {trainable:,}), "
                   f"multiply-adds {macs(total_macs)} per image")
-    memory = f"{cost.activations * 4 / 2**20:,.1f} MiB" if sized else "?"
-    console.print(f"activations {memory} per image (float32 forward); weights "
-                  f"{cost.params * 4 / 2**20:,.1f} MiB; training memory about "
-                  f"{cost.training_memory(32) / 2**30:,.2f} GiB at batch 32" if sized else
-                  f"activations ? per image (the input size is unknown)")
+    batch = recipe.training.get("batch_size") or 32
+    console.print(f"activations {cost.activations * 4 / 2**20:,.1f} MiB per image (float32); "
+                  f"weights {cost.params * 4 / 2**20:,.1f} MiB; training memory about "
+                  f"{cost.training_memory(batch) / 2**30:,.2f} GiB at batch {batch}" if sized else
+                  "activations ? per image (the input size is unknown)")
     try:  # what build, train and tune would say of it
         costs.check_bound(cost, plan, recipe, costs.given_arguments(recipe, plan))
     except CnnBuilderError as exc:

@@ -28,9 +28,11 @@ from cnnbuilder.model.summary import _owner, layer_macs
 
 DEFAULT_MAX_PARAMS = 2_000_000_000
 # Training memory, estimated: weights, their gradients and two optimizer slots (Adam's
-# moments; SGD with momentum keeps one) in float32, plus each activation and its gradient.
+# moments; SGD with momentum keeps one) in float32, plus each layer's output, kept in
+# float32 for the backward pass (gradients of activations are transient). A floor rather
+# than a ceiling, so that a refusal means the run cannot fit.
 BYTES_PER_PARAM = 16
-BYTES_PER_ACTIVATION = 8
+BYTES_PER_ACTIVATION = 4
 # The batch the memory estimate assumes; `train` on the command line sets the run's.
 _BATCH_SIZE = contextvars.ContextVar("cost_batch_size", default=1)
 
@@ -164,8 +166,8 @@ def check_bound(cost: Cost, plan, recipe, arguments: dict) -> None:
     elif max_memory is not None and memory > max_memory:
         what = (f"training the model would need about {_gib(memory)} of memory ({cost.params:,} "
                 f"parameters, {cost.activations:,} activation values per example, batch {batch}), "
-                f"more than the {_gib(max_memory)} available (set CNNBUILDER_MAX_MEMORY, in bytes, "
-                "to change the bound)")
+                f"more than the {_gib(max_memory)} available (use a smaller batch size or input, "
+                "or set CNNBUILDER_MAX_MEMORY, in bytes, or none, to change the bound)")
         by_activations = cost.activations * BYTES_PER_ACTIVATION * batch > memory / 2
         by_step = cost.activations_by_step if by_activations else cost.params_by_step
     else:
