@@ -88,6 +88,7 @@ def compare(source, cache: Path) -> dict:
     row["other"] = "features" if flatten else "logits"
     del model
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")  # the global policy is not re-read from floatx
     try:
         reference.double()
         model = cnnbuilder.build(source.recipe, weights=source.name, classifier_activation=None)
@@ -95,6 +96,7 @@ def compare(source, cache: Path) -> dict:
         row["f64_224"] = float(np.abs(keras_outputs(model, x) - torch_outputs(reference, x)).max())
     finally:
         keras.config.set_floatx("float32")
+        keras.config.set_dtype_policy("float32")
     keras.backend.clear_session()
     return row
 
