@@ -263,3 +263,21 @@ def test_offline_without_the_file_says_where_to_put_it(caches):
     assert "resnet34-b627a593.pth" in message
     assert "https://download.pytorch.org/models/resnet34-b627a593.pth" in message
     assert str(caches / "torch" / "hub" / "checkpoints") in message
+
+
+def test_load_weights_into_a_planned_build(caches, resnet18_state):
+    """`load_weights` (the path of a run that planned its recipe once) takes the sources too,
+    and refuses weights whose network is another recipe's."""
+    from cnnbuilder.model.loading import load_weights
+
+    torch.save(resnet18_state, caches / "resnet18.pth")
+    model = cnnbuilder.build("resnet18", input_shape=(32, 32, 3), classes=3)
+    report = load_weights(model, str(caches / "resnet18.pth"),
+                          recipe=cnnbuilder.load_recipe("resnet18"), include_top=True, plan=None)
+    assert report.new == ["head_fc1"]
+    np.testing.assert_array_equal(model.get_layer("stem_conv1").get_weights()[0],
+                                  resnet18_state["conv1.weight"].numpy().transpose(2, 3, 1, 0))
+    keras_layout = cnnbuilder.build("resnet50", input_shape=(32, 32, 3))
+    with pytest.raises(WeightsError, match="are for the network resnet50_tv"):
+        load_weights(keras_layout, "torchvision", recipe=cnnbuilder.load_recipe("resnet50"),
+                     include_top=True, plan=None)

@@ -22,6 +22,7 @@ import numpy as np
 from cnnbuilder import runs
 from cnnbuilder.errors import RunError, WeightsError
 from cnnbuilder.model.features import layer_stage
+from cnnbuilder.model.pretrained.sources import is_pytorch_weights
 from cnnbuilder.model.weights import keras_cache_file, load_through_reference
 
 logger = logging.getLogger("cnnbuilder")
@@ -80,6 +81,10 @@ def _load(model, weights, recipe, include_top, plan, features_only, params) -> L
     """`load_weights` without the log message."""
     meta = recipe.metadata
     top = include_top and not features_only
+    if is_pytorch_weights(weights):  # torchvision, timm, .pth/.safetensors: model/pretrained
+        from cnnbuilder.model.pretrained.load import load_into
+
+        return load_into(model, weights, recipe, include_top=top, params=params)
     if weights == "imagenet":
         path, file_classes = imagenet_file(recipe, top, plan.input_shape)
         return _from_application_file(model, path, recipe, file_classes, top, features_only,

@@ -15,7 +15,7 @@ import logging
 import re
 from pathlib import Path
 
-from cnnbuilder.errors import RecipeError
+from cnnbuilder.errors import RecipeError, WeightsError
 from cnnbuilder.model.pretrained.convert import load_state_dict, normalize_keys
 from cnnbuilder.model.pretrained.fetch import locate
 from cnnbuilder.model.pretrained.sources import resolve_source, sources_for
@@ -54,40 +54,66 @@ def build_pretrained(recipe, weights, *, params: dict, **kwargs):
         **kwargs: the other `build` arguments (include_top, input_shape, classes, ...).
 
     Returns:
-        The model with the weights loaded.
+        The model (of the recipe the weights need) with the weights loaded.
 
     Raises:
         RecipeError: a param that contradicts the weights.
         WeightsError: see `resolve_source`, `locate`, `read_state_dict`, `load_state_dict`.
     """
     from cnnbuilder.model.builder import build
+
+    target, needed, _, label = pytorch_target(recipe, weights)
+    params = _with_needed(params, needed, label)
+    model = build(target, **kwargs, **params)
+    top = kwargs.get("include_top", True) and not kwargs.get("features_only")
+    report = load_into(model, weights, target, include_top=top, params=params)
+    (logger.warning if report.new else logger.info)(report.message(model.name))
+    return model
+
+
+def load_into(model, weights, recipe, *, include_top: bool, params: dict):
+    """Load the PyTorch-world `weights` into `model`, a build of `recipe` (the recipe the
+    weights need: resnet50_tv for resnet50's torchvision weights) with `params`.
+
+    Returns:
+        A `cnnbuilder.model.loading.LoadReport` (the loaded layers and the new ones).
+
+    Raises:
+        WeightsError: weights for another recipe, or see `load_state_dict`.
+    """
+    from cnnbuilder.model.builder import build
     from cnnbuilder.model.loading import LoadReport, copy_matching
 
     target, needed, source, label = pytorch_target(recipe, weights)
+    if target.name != load_recipe(recipe).name:
+        raise WeightsError(f"the weights {label} are for the network {target.name}, not "
+                           f"{model.name}: build it with cnnbuilder.build({target.name!r}, "
+                           f"weights={str(weights)!r}).")
+    params = _with_needed(params, needed, label)
+    path = locate(source) if source is not None else Path(weights)
+    state = normalize_keys(read_state_dict(path))
+    label = f"{label} ({path})" if source is not None else label
+    file_classes = _file_classes(state)
+    if include_top and _same_network(model, target, file_classes):
+        loaded = load_state_dict(model, state, target.family, source=label)
+        return LoadReport(label, loaded)
+    channels = int(model.inputs[0].shape[-1])
+    shape = tuple(model.inputs[0].shape[1:])
+    if None in shape or _has_flatten(target):
+        shape = (*target.default_input_shape[:2], channels)
+    donor = build(target, input_shape=shape, classes=file_classes, classifier_activation=None,
+                  **params)
+    load_state_dict(donor, state, target.family, source=label)
+    return copy_matching(donor, model, source=label)
+
+
+def _with_needed(params: dict, needed: dict, label: str) -> dict:
+    """`params` with the values the weights need; a contradicting value is refused."""
     for key, value in needed.items():
         if key in params and params[key] != value:
             raise RecipeError(f"the weights {label} were trained with {key}={value!r}. "
                               f"Received: {key}={params[key]!r}")
-    params = {**needed, **params}
-    path = locate(source) if source is not None else Path(weights)
-    state = normalize_keys(read_state_dict(path))
-    label = f"{label} ({path})" if source is not None else label
-    model = build(target, **kwargs, **params)
-    file_classes = _file_classes(state)
-    if _same_network(model, target, kwargs, file_classes):
-        loaded = load_state_dict(model, state, target.family, source=label)
-        report = LoadReport(label, loaded)
-    else:
-        channels = int(model.inputs[0].shape[-1])
-        shape = tuple(model.inputs[0].shape[1:])
-        if None in shape or _has_flatten(target):
-            shape = (*target.default_input_shape[:2], channels)
-        donor = build(target, input_shape=shape, classes=file_classes,
-                      classifier_activation=None, **params)
-        load_state_dict(donor, state, target.family, source=label)
-        report = copy_matching(donor, model, source=label)
-    (logger.warning if report.new else logger.info)(report.message(model.name))
-    return model
+    return {**needed, **params}
 
 
 def _file_classes(state: dict) -> int | None:
@@ -102,14 +128,13 @@ def _has_flatten(recipe) -> bool:
     return any(step.block == "flatten" for step in recipe.default_plan.steps)
 
 
-def _same_network(model, target, kwargs, file_classes) -> bool:
-    """Whether `model` is the whole network the weights are of (same head, same fc sizes)."""
-    if kwargs.get("features_only") or not kwargs.get("include_top", True):
-        return False
-    if int(model.outputs[0].shape[-1]) != file_classes:
+def _same_network(model, target, file_classes) -> bool:
+    """Whether `model`, with its top, is the whole network the weights are of (same head,
+    same fc sizes)."""
+    if len(model.outputs) != 1 or int(model.outputs[0].shape[-1]) != file_classes:
         return False
     return not _has_flatten(target) or tuple(model.inputs[0].shape[1:3]) == tuple(
         target.default_input_shape[:2])
 
 
-__all__ = ["build_pretrained", "pytorch_target"]
+__all__ = ["build_pretrained", "load_into", "pytorch_target"]
