@@ -123,3 +123,15 @@ def test_the_weights_command_lists_sources_with_accuracy_and_cache(tmp_path, mon
     assert "googlenet_tv" in listing and "alexnet" in listing and "resnet20" not in listing
     assert main(["weights", "no_such_recipe"]) == 2
     assert "unknown recipe" in capsys.readouterr().err
+
+
+def test_an_unnamed_1000_class_export_predicts_imagenet_class_names(tmp_path):
+    from cnnbuilder.model.pretrained import imagenet_class_names
+    from cnnbuilder.serving.prediction import _class_names
+
+    names = imagenet_class_names()
+    assert len(names) == len(set(names)) == 1000
+    assert (names[0], names[1], names[999]) == ("tench", "goldfish", "toilet tissue")
+    (tmp_path / "metadata.json").write_text("{}")
+    assert _class_names(tmp_path, "labels.txt", 1000) == names
+    assert _class_names(tmp_path, "labels.txt", 10) == [str(i) for i in range(10)]

@@ -27,6 +27,9 @@ from cnnbuilder.serving.metadata import LABELS, LABELS_ASSET, METADATA
 from cnnbuilder.serving.runtimes import FileModel, resolve_export
 from cnnbuilder.runs import read_json
 
+# The classifiers of ImageNet-1k weights (keras.applications, torchvision, timm).
+IMAGENET_CLASSES = 1000
+
 __all__ = ["format_predictions", "predict", "read_image", "resolve_saved_model_dir"]
 
 SIGNATURE = "serving_default"
@@ -208,13 +211,19 @@ def _run_grouped(run, images: list[np.ndarray]) -> np.ndarray:
 
 
 def _class_names(directory: Path, labels: Path | str, num_classes: int) -> list[str]:
-    """Class names from the labels file, else metadata.json, else "0".."K-1"."""
+    """Class names from the labels file, else metadata.json, else ImageNet's for a
+    1000-class model (an ImageNet head kept from pretrained weights, exported without
+    names of its own), else "0".."K-1"."""
     labels_file = directory / labels
     if labels_file.is_file():
         names, origin = labels_file.read_text(encoding="utf-8").splitlines(), labels_file
     else:
         origin = directory / METADATA
         names = (read_json(origin, what="export metadata") or {}).get("class_names")
+    if not names and num_classes == IMAGENET_CLASSES:
+        from cnnbuilder.model.pretrained import imagenet_class_names
+
+        return imagenet_class_names()
     if not names:
         return [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
