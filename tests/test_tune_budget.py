@@ -51,6 +51,7 @@ def test_max_trials_counts_trained_trials_and_skips_are_recorded_as_skipped(tmp_
     result = cnnbuilder.tune(path, dataset=small_digits, output=out, max_trials=2, epochs=1,
                              batch_size=32, max_params=200, seed=1)
     printed = capsys.readouterr().out
+    assert "\x1b" not in printed  # KerasTuner's "notebook" clearing, outside a notebook
     trials = result["trials"]
     trained = [t for t in trials if t["status"] != "skipped"]
     skipped = [t for t in trials if t["status"] == "skipped"]

@@ -59,6 +59,7 @@ class WatchedOracle:
 
     def watch(self, log_path: Path | None, timeout: float) -> None:
         """Log to `log_path` (None: no log) and give up on workers silent for `timeout` s."""
+        _no_notebook_clearing()
         display = SearchDisplay(self, verbose=self._display.verbose)
         display.set_state(self._display.get_state())
         self._display = display
@@ -194,6 +195,22 @@ class WatchedOracle:
     def lost_reason(self, trial_id) -> str | None:
         """Why the trial was taken from its worker (None if it never was)."""
         return getattr(self, "_lost", {}).get(trial_id)
+
+
+def _no_notebook_clearing() -> None:
+    """Outside a running IPython, stop KerasTuner clearing "notebook" output: it takes any
+    process with IPython installed for a notebook (``get_ipython()`` is None there) and
+    writes ESC[2K sequences into logs and redirected output."""
+    from keras_tuner.src import utils
+
+    try:
+        import IPython
+
+        running = IPython.get_ipython() is not None
+    except ImportError:
+        running = False
+    if not running:
+        utils.IS_NOTEBOOK = False
 
 
 class SearchDisplay(Display):
