@@ -20,6 +20,8 @@ import keras
 from cnnbuilder import cli
 from cnnbuilder.data import load_dataset, make_pipeline, preprocessing_config
 from cnnbuilder.errors import ExportError, RunError
+from cnnbuilder.recipe.training import training_config
+from cnnbuilder.recipe.training_plan import describe
 from cnnbuilder.serving import litert as litert_module
 from cnnbuilder.serving.exporting import export
 from cnnbuilder.serving.litert import litert_interpreter, run_litert
@@ -59,10 +61,18 @@ def run(tmp_path_factory):
     assert accuracy > 0.6, f"test model too weak to test with: accuracy {accuracy}"
     directory = tmp_path_factory.mktemp("run")
     model.save(directory / "model.keras")
+    # The paper's training (a recipe's training: section) and the run's, as train records them.
+    paper = {"source": "A. Paper 2020, Section 4", "optimizer": "adam", "learning_rate": 0.01,
+             "epochs": 90, "dataset": "cifar10", "dataset_size": 45000, "augment": ["crop", "flip"],
+             "weight_decay": 0.0}
+    resolved = describe(paper, name="small", overrides={"epochs": 4}, dataset="digits",
+                        steps_per_epoch=40)
     (directory / "run.json").write_text(json.dumps({
         "recipe": "small", "dataset": "digits", "class_names": CLASS_NAMES,
         "preprocessing": preprocessing_config(INPUT_SHAPE),
-        "training": {"optimizer": "adam", "learning_rate": 0.01, "epochs": 4}, "seed": 0,
+        "training": training_config(paper, epochs=4).to_dict(), "seed": 0,
+        "augment": ["translate"], "sizes": {"train": 1257, "validation": 180, "test": 360},
+        "resolved_training": resolved,
     }))
     metrics = {"test_accuracy": accuracy, "test_loss": loss, "epochs_run": 4}
     (directory / "metrics.json").write_text(json.dumps(metrics))
@@ -215,7 +225,17 @@ def test_the_model_card_describes_the_export(run, tmp_path):
     assert f"Parameters: {run.model.count_params():,}" in card
     assert f"accuracy {run.metrics['test_accuracy']:.4f}" in card
     assert f"accuracy {meta['litert']['quantization']['accuracy']['exported']:.4f}" in card
-    assert "digit 9" in card and "learning_rate: 0.01" in card and "16×16" in card
+    assert "digit 9" in card and "16×16" in card
+    run_part, reference = card.split("## Training procedure")[1].split("Reference, not this run")
+    # What the run did: its dataset and sizes, augmentation and settings as resolved...
+    assert "dataset: digits (1,257 train, 180 validation, 360 test images)" in run_part
+    assert "augmentation: translate" in run_part and "learning rate 0.01" in run_part
+    assert "planned length 4 epochs" in run_part and "cifar10" not in run_part
+    # ...and the paper's training only as the labelled reference, with the departures.
+    assert "A. Paper 2020, Section 4" in reference and "cifar10 (45,000 training images)" in reference
+    assert "augmentation crop, flip" in reference and "Where this run departs from it" in reference
+    assert "epochs: 4 (override; the recipe: 90 epochs)" in reference
+    assert meta["training"]["dataset"] == "digits" and meta["training"]["reference"]["dataset"] == "cifar10"
     assert "README.md" in meta["files"]
 
 

@@ -24,7 +24,11 @@ ARGS = dict(epochs=5, batch_size=64, seed=3, learning_rate=0.05)
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    return write(tmp_path_factory.mktemp("recipe"), "tiny.yaml", TINY_RECIPE)
+    """The tiny test network with a dropout before its classifier: Keras' own random
+    draws must replay on a resume too."""
+    text = TINY_RECIPE.replace("  - global_pool: avg\n", "  - global_pool: avg\n  - dropout: 0.3\n")
+    assert "dropout" in text
+    return write(tmp_path_factory.mktemp("recipe"), "tiny.yaml", text)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""Callbacks a run's schedule needs beside its learning-rate schedule: a warm-up that ends
-on a condition, reduce-on-plateau, and a stop at the paper's last iteration."""
+"""Callbacks a run needs beside its learning-rate schedule: a warm-up that ends on a
+condition, reduce-on-plateau, a stop at the paper's last iteration, and the seeds of the
+model's own random layers set per epoch (`EpochSeeds`)."""
 
 from __future__ import annotations
 
@@ -86,4 +87,37 @@ def schedule_callbacks(config: TrainingConfig, plan: Layout) -> list:
     return callbacks
 
 
-__all__ = ["StopAtStep", "WarmupUntilError", "schedule_callbacks"]
+class EpochSeeds(keras.callbacks.Callback):
+    """Sets the state of every random layer's seed generator (Dropout, and any layer that
+    draws in training) at the start of epoch e to a function of (seed, e, the generator's
+    place in the model), so those draws, like the pipeline's, depend on (seed, epoch,
+    step) alone: a run resumed at epoch e draws what the uninterrupted run drew there.
+    (A .keras checkpoint does not hold the generators' state.)
+
+    Each generator counts its draws in the second word of its state; an epoch starts at
+    e·2**20 of them, room for a million draws an epoch.
+    """
+
+    EPOCH_STRIDE = 2 ** 20
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = int(seed)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for index, generator in enumerate(_seed_generators(self.model)):
+            first = (self.seed * 1_000_003 + index * 7919 + 17) % 2 ** 31
+            counter = (epoch * self.EPOCH_STRIDE) % 2 ** 31
+            generator.state.assign(keras.ops.convert_to_tensor([first, counter],
+                                                               dtype=generator.state.dtype))
+
+
+def _seed_generators(model) -> list:
+    """The seed generators of `model`'s layers, in the layers' order."""
+    found = []
+    for layer in model._flatten_layers(include_self=False):
+        found += list(getattr(layer, "_seed_generators", []) or [])
+    return found
+
+
+__all__ = ["EpochSeeds", "StopAtStep", "WarmupUntilError", "schedule_callbacks"]

@@ -31,7 +31,7 @@ from cnnbuilder.errors import DataError, RunError
 from cnnbuilder.model.builder import build_planned
 from cnnbuilder.recipe.training_plan import Layout, layout
 from cnnbuilder.training import distribution, multihost
-from cnnbuilder.training.callbacks import schedule_callbacks
+from cnnbuilder.training.callbacks import EpochSeeds, schedule_callbacks
 from cnnbuilder.training.freeze import FineTuning
 from cnnbuilder.training.optimizers import compile_model, loss_and_metrics
 from cnnbuilder.training.run import Run, TrainResult
@@ -124,7 +124,8 @@ class Job:
             return model.fit(train, validation_data=self.pipeline("validation"),
                              initial_epoch=initial_epoch, epochs=epochs,
                              steps_per_epoch=self.steps_per_epoch if exact else None,
-                             callbacks=[*schedule_callbacks(self.config, self.layout), *callbacks],
+                             callbacks=[EpochSeeds(self.settings.seed),
+                                        *schedule_callbacks(self.config, self.layout), *callbacks],
                              verbose=verbose)
 
     def evaluate(self, model: keras.Model) -> dict:
@@ -204,14 +205,17 @@ def train(recipe_or_model, dataset="digits", *, output=None, training: dict | No
     if output is None:
         return run.train(None, None, tensorboard=False)
     directory = Path(output)
+    runs.check_is_directory(directory)
+    # Everything that can fail before training (layer names Keras refuses, weights that
+    # do not fit) fails here, before the run directory holds a byte. Every process builds
+    # it at this point: under a multi-process distribution, creating variables is a
+    # collective step that all of them must take together.
+    with multihost.stops_on_lost_process("the start of the run"):
+        run.model = run.new_model()
     if not distribution.is_writer():
         # Another process of a multi-process run: process 0 opens and writes the directory.
         run.verbose = 0
         return run.train(directory, _shared_state(directory, None), tensorboard=False)
-    runs.check_is_directory(directory)
-    # Everything that can fail before training (layer names Keras refuses, weights that
-    # do not fit) fails here, before the run directory holds a byte.
-    run.model = run.new_model()
     with runs.exclusive(directory / runs.LOCK, what="training run"):
         state = _shared_state(directory, lambda: _open_run_directory(directory, job, overwrite))
         return run.train(directory, state, tensorboard=tensorboard)
