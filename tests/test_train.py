@@ -302,8 +302,8 @@ def run_cli(*args, **kwargs):
     [
         (["--dataset", "mnist"], "Unknown dataset spec 'mnist'"),
         (["--dataset", "folder:/no/such/folder"], "/no/such/folder"),
-        (["--epochs", "0"], "expected a positive integer"),
-        (["--batch-size", "-4"], "expected a positive integer"),
+        (["--epochs", "0"], "argument --epochs: expected an integer >= 1"),
+        (["--batch-size", "-4"], "argument --batch-size: expected an integer >= 1"),
         (["--input-shape", "4,4,3", "--set", "width=8"], "too small"),
         (["--set", "widht=3"], "Did you mean 'width'"),
     ],
