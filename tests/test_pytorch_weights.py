@@ -281,3 +281,27 @@ def test_load_weights_into_a_planned_build(caches, resnet18_state):
     with pytest.raises(WeightsError, match="are for the network resnet50_tv"):
         load_weights(keras_layout, "torchvision", recipe=cnnbuilder.load_recipe("resnet50"),
                      include_top=True, plan=None)
+
+
+@pytest.mark.parametrize("size", [(128, 160), (160, 120)])
+def test_resize_then_centre_crop_is_torchvisions(size):
+    """`preprocess(..., crop_from=256)` is torchvision's Resize(256) + CenterCrop(224) (here
+    enlarging, where both resize without antialiasing), and its record round-trips."""
+    import tensorflow as tf
+    from torchvision.transforms.v2 import functional as F
+
+    from cnnbuilder.data.preprocess import (check_preprocessing_config, preprocess,
+                                            preprocess_from_config, preprocessing_config)
+
+    pixels = np.random.default_rng(3).integers(0, 256, (1, *size, 3), dtype=np.uint8)
+    ours = preprocess(tf.constant(pixels), (224, 224, 3), normalization="torch",
+                      crop_from=256).numpy()
+    image = torch.from_numpy(pixels[0].transpose(2, 0, 1).astype("float32") / 255)
+    theirs = F.center_crop(F.resize(image, [256], antialias=False), [224, 224])
+    theirs = F.normalize(theirs.clamp(0, 1), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    np.testing.assert_allclose(ours[0], theirs.numpy().transpose(1, 2, 0), atol=1e-4)
+    record = preprocessing_config((224, 224, 3), "torch", crop_from=256)
+    assert check_preprocessing_config(record)["crop_from"] == 256
+    np.testing.assert_array_equal(preprocess_from_config(tf.constant(pixels), record).numpy(), ours)
+    with pytest.raises(cnnbuilder.errors.DataError, match="crop_from"):
+        preprocess(tf.constant(pixels), (224, 224, 3), crop_from=200)

@@ -13,7 +13,10 @@ numbers at every stage. The steps, in order:
 3. **Resize** to the model's (H, W) with bilinear interpolation, antialiased only when
    some side shrinks (`ANTIALIAS_RULE`: antialiasing changes nothing when enlarging but
    costs ~5x); nothing happens when the size already matches. Decided when the graph
-   is built if the sizes are known, else when it runs, with the same result.
+   is built if the sizes are known, else when it runs, with the same result. With
+   `crop_from` (the evaluation transform of PyTorch-world weights, torchvision's
+   ``Resize(256)`` + ``CenterCrop(224)``), the shorter side is resized to `crop_from`
+   instead, the aspect ratio kept, and the centre (H, W) is cut out.
 4. **Clip** to [0, 1] after resizing (interpolation is convex: only rounding is clipped).
 5. **Normalize** (`NORMALIZATIONS`): ``unit`` keeps [0, 1]; ``tf``, ``torch`` and
    ``caffe`` are keras.applications' modes (`keras.applications.imagenet_utils`), for
@@ -36,6 +39,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from cnnbuilder.data.centre_crop import check_crop as _check_crop
+from cnnbuilder.data.centre_crop import resize_and_centre_crop as _resize_and_centre_crop
 from cnnbuilder.errors import DataError
 
 __all__ = [
@@ -68,10 +73,12 @@ _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 _MAX_CHANNELS = 4
 _CONFIG_KEYS = ("input_shape", "channels", "resize", "antialias", "normalization")
 _STATISTICS_KEYS = ("mean", "std")  # only in a `dataset` record
+_CROP_KEY = "crop_from"  # only in a record with a resize-then-centre-crop
 
 
 def preprocess(images, input_shape: Sequence[int | None], *,
-               normalization: str = "unit", mean=None, std=None) -> tf.Tensor:
+               normalization: str = "unit", mean=None, std=None,
+               crop_from: int | None = None) -> tf.Tensor:
     """Convert stored images to model input (see the module docstring for the steps).
 
     Args:
@@ -81,6 +88,9 @@ def preprocess(images, input_shape: Sequence[int | None], *,
         input_shape: the model's (H, W, C); H and W may be None (keep the stored size).
         normalization: one of `NORMALIZATIONS`; ``torch`` and ``caffe`` need C = 3.
         mean, std: C per-channel values on the [0, 1] scale, for ``dataset`` only.
+        crop_from: resize the shorter side to this many pixels (aspect kept), then take
+            the centre H×W (torchvision's evaluation: 256, or 232 for its V2 weights);
+            None resizes straight to (H, W). Needs H and W, and crop_from >= both.
 
     Returns:
         float32 (N, H, W, C), or (H, W, C) for one image.
@@ -92,6 +102,7 @@ def preprocess(images, input_shape: Sequence[int | None], *,
     """
     height, width, channels = check_input_shape(input_shape)
     check_normalization(normalization, channels, mean=mean, std=std)
+    _check_crop(crop_from, height, width)
     images = tf.convert_to_tensor(images)
     single = images.shape.rank == 3
     if single:
@@ -104,6 +115,8 @@ def preprocess(images, input_shape: Sequence[int | None], *,
     if images.dtype == tf.uint8:
         x = _exact_divide(x, 255.0)
     source = images.shape[-1]
+    if crop_from is not None:  # the size is done here; the channel step keeps it
+        x, height, width = _resize_and_centre_crop(x, height, width, crop_from), None, None
     if source is None:
         x = _convert_any_channels(x, height, width, channels)
     else:
@@ -141,16 +154,18 @@ def normalized_range(normalization: str, mean=None, std=None) -> list[float]:
 
 
 def preprocessing_config(input_shape: Sequence[int | None],
-                         normalization: str = "unit", *, mean=None, std=None) -> dict:
+                         normalization: str = "unit", *, mean=None, std=None,
+                         crop_from: int | None = None) -> dict:
     """The JSON record of everything `preprocess` does for a model of `input_shape`.
 
     Every field is read back by `preprocess_from_config`: ``input_shape``,
     ``normalization`` and (``dataset`` mode only) ``mean`` and ``std`` are its arguments;
     ``channels``, ``resize`` and ``antialias`` name the rules this version applies, so a
-    record of other rules is refused, not misread.
+    record of other rules is refused, not misread; ``crop_from`` is there only when set.
     """
     height, width, channels = check_input_shape(input_shape)
     check_normalization(normalization, channels, mean=mean, std=std)
+    _check_crop(crop_from, height, width)
     record = {
         "input_shape": [height, width, channels],
         "channels": CHANNEL_RULE,
@@ -160,6 +175,8 @@ def preprocessing_config(input_shape: Sequence[int | None],
     }
     if normalization == DATASET:
         record.update(mean=[float(v) for v in mean], std=[float(v) for v in std])
+    if crop_from is not None:
+        record[_CROP_KEY] = int(crop_from)
     return record
 
 
@@ -183,7 +200,8 @@ def check_preprocessing_config(config, input_shape: Sequence[int | None] | None 
     if isinstance(config, Mapping) and "normalization" not in config:
         return _legacy_config(config, input_shape)
     expected = (*_CONFIG_KEYS, *(_STATISTICS_KEYS if isinstance(config, Mapping)
-                                 and config.get("normalization") == DATASET else ()))
+                                 and config.get("normalization") == DATASET else ()),
+                *((_CROP_KEY,) if isinstance(config, Mapping) and _CROP_KEY in config else ()))
     if not isinstance(config, Mapping) or set(config) != set(expected):
         keys = sorted(config) if isinstance(config, Mapping) else type(config).__name__
         raise DataError(
@@ -197,7 +215,7 @@ def check_preprocessing_config(config, input_shape: Sequence[int | None] | None 
                 f"The preprocessing record's {key} is {config[key]!r}; this version of "
                 f"cnnbuilder applies {rule!r} only."
             )
-    statistics = {key: config[key] for key in _STATISTICS_KEYS if key in config}
+    statistics = {key: config[key] for key in (*_STATISTICS_KEYS, _CROP_KEY) if key in config}
     recorded = preprocessing_config(config["input_shape"], config["normalization"], **statistics)
     if input_shape is not None and recorded != preprocessing_config(
         input_shape, config["normalization"], **statistics
@@ -212,7 +230,8 @@ def check_preprocessing_config(config, input_shape: Sequence[int | None] | None 
 def preprocess_from_config(images, config: Mapping) -> tf.Tensor:
     """`preprocess` as the record `config` (from `preprocessing_config`) says."""
     config = check_preprocessing_config(config)
-    return preprocess(images, config["input_shape"], **normalization_args(config))
+    return preprocess(images, config["input_shape"], crop_from=config.get(_CROP_KEY),
+                      **normalization_args(config))
 
 
 def check_input_shape(input_shape) -> tuple[int | None, int | None, int]:
