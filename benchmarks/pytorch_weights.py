@@ -1,8 +1,8 @@
 """Max |difference| between cnnbuilder's and PyTorch's logits for every recipe × weight source.
 
 For each source of `cnnbuilder/model/pretrained/sources.yaml`, torchvision's (or timm's) own
-network is built with random weights (BatchNorm statistics calibrated, logits of unit
-spread: tests/torch_reference.py), its float32 state dict is put where torch.hub / the
+network is built with random weights (BatchNorm statistics calibrated on random 224×224
+images, logits of unit spread there: tests/torch_reference.py), its float32 state dict is put where torch.hub / the
 Hugging Face hub caches the published file (in a temporary directory), and
 `cnnbuilder.build(recipe, weights=source)` is compared with it:
 
@@ -50,7 +50,8 @@ def reference_network(source):
         model = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True)
     else:
         model = getattr(torchvision.models, source.recipe)(weights=None)
-    return randomize(model)
+    # BatchNorm statistics and the logits' spread calibrated at the compared size, 224.
+    return randomize(model, size=224)
 
 
 def compare(source, cache: Path) -> dict:

@@ -135,3 +135,14 @@ def test_an_unnamed_1000_class_export_predicts_imagenet_class_names(tmp_path):
     (tmp_path / "metadata.json").write_text("{}")
     assert _class_names(tmp_path, "labels.txt", 1000) == names
     assert _class_names(tmp_path, "labels.txt", 10) == [str(i) for i in range(10)]
+
+
+def test_the_preprocessing_the_weights_expect():
+    from cnnbuilder.model.pretrained.sources import weights_preprocessing
+
+    assert weights_preprocessing("resnet50", "torchvision") == {"normalization": "torch",
+                                                                "crop_from": 232}
+    assert weights_preprocessing("googlenet", "torchvision")["normalization"] == "tf"
+    assert weights_preprocessing("resnet18", "my/resnet18.pth") == {"normalization": "torch",
+                                                                   "crop_from": 256}
+    assert weights_preprocessing("resnet20", "my/resnet20.pth") is None

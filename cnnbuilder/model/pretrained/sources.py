@@ -164,6 +164,25 @@ def resolve_source(recipe_name: str, weights: str) -> WeightSource:
                        f"{listing}." + _did_you_mean(f"{hub}:{tag}", [s.name for s in available] + every))
 
 
+def weights_preprocessing(recipe_name: str, weights) -> dict | None:
+    """What the PyTorch-world `weights` expect of an input image, as `preprocess` keywords:
+    ``{"normalization": mode, "crop_from": shorter side}`` (a state-dict file: the recipe's
+    default source's); None when the recipe has no source to say it.
+
+    Raises:
+        WeightsError: an unknown source (see `resolve_source`).
+    """
+    if isinstance(weights, (str, os.PathLike)) and Path(os.fspath(weights)).suffix.lower() in (
+            ".pth", ".pt", ".safetensors"):
+        known = sources_for(recipe_name)
+        if not known:
+            return None
+        source = known[0]
+    else:
+        source = resolve_source(recipe_name, str(weights))
+    return {"normalization": source.meta["normalization"], "crop_from": source.meta["resize"]}
+
+
 def _all_tags(hub: str) -> list[str]:
     """Every enum or tag of `hub` in the registry."""
     return [name.split(":", 1)[1] for entry in _registry().values() for name in entry
@@ -221,4 +240,5 @@ def offline() -> bool:
 
 
 __all__ = ["WeightSource", "hf_cached_file", "hf_hub_dir", "is_pytorch_weights", "offline",
-           "recipes_with_sources", "resolve_source", "sources_for", "torch_hub_dir"]
+           "recipes_with_sources", "resolve_source", "sources_for", "torch_hub_dir",
+           "weights_preprocessing"]
