@@ -126,3 +126,15 @@ def test_a_tflite_file_of_other_classes_is_refused(tmp_path, image):
     write_metadata(directory, classes=3)
     with pytest.raises(RunError, match="outputs 5 values per image, but metadata.json records 3"):
         predict(directory / "model.tflite", [image])
+
+
+def test_a_matching_tflite_file_predicts_without_the_runtimes_log_lines(tmp_path, image, capfd):
+    directory = tmp_path / "lite"
+    directory.mkdir()
+    converter = tf.lite.TFLiteConverter.from_keras_model(tiny_model())
+    (directory / "model.tflite").write_bytes(converter.convert())
+    write_metadata(directory)
+    capfd.readouterr()
+    assert main(["predict", str(directory / "model.tflite"), str(image)]) == 0
+    out, err = capfd.readouterr()
+    assert "c0" in out and "XNNPACK" not in err and "INFO:" not in err

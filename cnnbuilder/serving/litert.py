@@ -34,9 +34,10 @@ _LITERT_CHECK_BATCH = 4
 
 @contextlib.contextmanager
 def native_stderr_silenced():
-    """File descriptor 2 sent to /dev/null for the block: the converter's C++ code logs
-    its settings ("fully_quantize: 0, inference_type: 6, ...") there, bypassing Python;
-    its failures still arrive as exceptions."""
+    """File descriptor 2 sent to /dev/null for the block: the converter's and the
+    interpreter's C++ code log there, bypassing Python ("fully_quantize: 0,
+    inference_type: 6, ...", "Created TensorFlow Lite XNNPACK delegate"); their failures
+    still arrive as exceptions."""
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
@@ -124,9 +125,10 @@ def run_litert(model_path: Path, batch: np.ndarray) -> tuple[np.ndarray, str]:
     (input_detail,) = interpreter.get_input_details()
     # The flatbuffer keeps the dynamic batch (shape_signature -1); size it to this batch.
     interpreter.resize_tensor_input(input_detail["index"], list(batch.shape))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(input_detail["index"], batch)
-    interpreter.invoke()
+    with native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate..."
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(input_detail["index"], batch)
+        interpreter.invoke()
     (output_detail,) = interpreter.get_output_details()
     return np.array(interpreter.get_tensor(output_detail["index"])), runtime
 

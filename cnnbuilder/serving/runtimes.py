@@ -126,7 +126,7 @@ class FileModel:
                 (model_input,) = session.get_inputs()
                 self.io_shapes = (model_input.shape, session.get_outputs()[0].shape)
                 return lambda batch: session.run(None, {model_input.name: batch})[0]
-            from cnnbuilder.serving.litert import litert_interpreter
+            from cnnbuilder.serving.litert import litert_interpreter, native_stderr_silenced
 
             interpreter, _ = litert_interpreter(self.path)
         except UsageError:
@@ -145,9 +145,10 @@ class FileModel:
 
         def run(batch):
             interpreter.resize_tensor_input(input_detail["index"], list(batch.shape))
-            interpreter.allocate_tensors()
-            interpreter.set_tensor(input_detail["index"], batch)
-            interpreter.invoke()
+            with native_stderr_silenced():  # the runtime's INFO lines, not the user's news
+                interpreter.allocate_tensors()
+                interpreter.set_tensor(input_detail["index"], batch)
+                interpreter.invoke()
             return np.array(interpreter.get_tensor(output_detail["index"]))
 
         return run
