@@ -135,11 +135,12 @@ def sequential_names(layers, state) -> dict:
                 found[int(match[1])] = f"{prefix}.{match[1]}"
         return [found[i] for i in sorted(found)]
 
-    features, classifier = iter(modules("features")), iter(modules("classifier"))
+    modules_of = {"features": iter(modules("features")), "classifier": iter(modules("classifier"))}
     names = {}
     for layer, stage in layers:
-        names[layer.name] = next(classifier if stage == "head" else features, None) or \
-            ("classifier" if stage == "head" else "features") + ".<missing>"
+        part = "classifier" if stage == "head" else "features"
+        # More layers than modules: a name that is not in the file, reported as missing.
+        names[layer.name] = next(modules_of[part], None) or f"{part}.<none left>"
     return names
 
 
@@ -194,7 +195,7 @@ def load_state_dict(model: keras.Model, state: dict, family: str, *, source: str
                 raise WeightsError(f"the weights {source} do not fit {model.name}: the tensor "
                                    f"{key} (for layer {layer.name}) is missing; they are weights "
                                    "of another architecture.")
-            value = _keras_layout(layer, weight, state[key], model)
+            value = _keras_layout(layer, state[key])
             if layer is first_conv and value.ndim == 4 and value.shape[2] != weight.shape[2]:
                 value = adapt_input_conv(value, int(weight.shape[2]), key=key, source=source)
             if tuple(value.shape) != tuple(weight.shape):
@@ -232,8 +233,8 @@ def _tensor_names(layer, prefix: str) -> list[str]:
     return [f"{prefix}.weight", f"{prefix}.bias"][:len(layer.weights)]
 
 
-def _keras_layout(layer, weight, value: np.ndarray, model) -> np.ndarray:
-    """A PyTorch tensor in the layout of the Keras `weight` of `layer`."""
+def _keras_layout(layer, value: np.ndarray) -> np.ndarray:
+    """A PyTorch tensor of `layer` in Keras' layout."""
     if isinstance(layer, keras.layers.Conv2D) and value.ndim == 4:
         return value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
     if isinstance(layer, keras.layers.Dense) and value.ndim == 2:
