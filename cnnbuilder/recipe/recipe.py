@@ -8,6 +8,7 @@ from cnnbuilder.errors import RecipeError
 from cnnbuilder.recipe import checks
 from cnnbuilder.recipe.document import Document
 from cnnbuilder.recipe.params import argument_label, argument_name
+from cnnbuilder.recipe.presets import fit_problem
 from cnnbuilder.recipe.resolve import Plan, resolve
 from cnnbuilder.recipe.training import check_settings
 from cnnbuilder.recipe.vocabulary import did_you_mean
@@ -54,6 +55,9 @@ class Recipe:
             {k: v for k, v in (data.get("training") or {}).items() if v is not None},
             lambda key, message: document.error(("training", key), message),
         )
+        preset = self.training.get("preset")
+        if preset and fit_problem(preset, self.family, self.name):
+            raise document.error(("training", "preset"), fit_problem(preset, self.family, self.name))
         self.tune: dict = data.get("tune") or {}
         # Validate now, with the defaults, so a broken recipe fails when it is loaded.
         self.default_plan = self.plan()

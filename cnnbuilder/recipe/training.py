@@ -11,6 +11,12 @@ A run's length is counted in the paper's unit: ``epochs: 300`` (Huang et al.) or
 ``iterations: 64000`` (He et al.); step boundaries and warm-up are in the same unit. An
 override of the length (``--epochs 20``) keeps the schedule's shape: the recipe's
 boundaries and warm-up move to the same fractions of the new length.
+
+Beyond the papers (docs/training.md): ``ema`` (a moving average of the weights),
+``drop_path`` (stochastic depth), ``loss`` (``bce``), the ``lamb`` optimizer, the
+augmentations ``randaugment``, ``mixup``, ``cutmix`` and ``random_erasing`` (written as a
+name, or a one-key mapping of their options: ``{mixup: {alpha: 0.2}}``), and ``preset``, a
+named procedure applied on top of the paper's section (`cnnbuilder.recipe.presets`).
 """
 
 from __future__ import annotations
@@ -20,11 +26,21 @@ from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from cnnbuilder.errors import RecipeError
+from cnnbuilder.recipe.presets import PRESETS, apply_preset, preset_problem
 from cnnbuilder.recipe.vocabulary import did_you_mean
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "lamb")
 SCHEDULES = ("cosine", "step", "constant", "plateau")
-AUGMENTATIONS = ("crop", "flip", "translate")
+AUGMENTATIONS = ("crop", "flip", "translate", "randaugment", "mixup", "cutmix", "random_erasing")
+# ce: cross-entropy (integer labels, or the soft targets of mixup/cutmix); sparse_ce:
+# Keras' sparse cross-entropy, integer labels only; bce: binary cross-entropy per class
+# (Wightman et al. 2021, the RSB procedures).
+LOSSES = ("ce", "sparse_ce", "bce")
+# Augmentations that mix two images and their labels: the targets become soft.
+MIXING = ("mixup", "cutmix")
+# Stochastic depth's drop rate of unit l of L: linear (Huang et al. 2016, §3: the survival
+# probability falls linearly to 1 - drop_path at the last unit) or uniform (all the same).
+DROP_PATH_RULES = ("linear", "uniform")
 WEIGHT_DECAY_MODES = ("l2", "decoupled")
 UNITS = ("epochs", "iterations")
 # Settings that are laid out along the run and move with its length.
@@ -66,6 +82,12 @@ class TrainingConfig:
     label_smoothing: float = 0.0
     dropout: float | None = None
     augment: tuple = ("crop", "flip")
+    loss: str = "ce"
+    # {"decay": d, "warmup": bool}: the weights' exponential moving average (None: none).
+    ema: dict | None = None
+    drop_path: float = 0.0
+    drop_path_rule: str = "linear"
+    preset: str = ""
     dataset: str = ""
     dataset_size: int = 0
     departures: tuple = ()
@@ -111,6 +133,94 @@ def _optional(accepts):
     return lambda v: v is None or accepts(v)
 
 
+def _fraction(v) -> bool:
+    return _number(v) and 0 <= v <= 1
+
+
+# Each augmentation's options: option -> (default, accepts, what it expects). Defaults are
+# timm's (RandAugment n=2 m=9 p=0.5; mixup 0.8 is timm's CLI default, 0.2 RSB-A1's: 0.2
+# here; CutMix 1.0 switching with probability 0.5; random erasing p=0.25, DeiT's).
+AUGMENT_OPTIONS: dict[str, dict[str, tuple]] = {
+    "crop": {}, "flip": {}, "translate": {},
+    "randaugment": {
+        "n": (2, lambda v: _integer(v) and 1 <= v <= 10, "an integer from 1 to 10 (ops per image)"),
+        "m": (9, lambda v: _number(v) and 0 <= v <= 10, "a number in [0, 10] (the magnitude)"),
+        "std": (0.0, lambda v: _number(v) and v >= 0, "a number >= 0 (the magnitude's noise)"),
+        "p": (0.5, _fraction, "a probability in [0, 1] (of each op)"),
+    },
+    "mixup": {"alpha": (0.2, lambda v: _number(v) and v > 0, "a number > 0 (Beta(alpha, alpha))")},
+    "cutmix": {
+        "alpha": (1.0, lambda v: _number(v) and v > 0, "a number > 0 (Beta(alpha, alpha))"),
+        "switch": (0.5, _fraction, "a probability in [0, 1] (of CutMix rather than mixup, "
+                                   "when both are on)"),
+    },
+    "random_erasing": {
+        "p": (0.25, _fraction, "a probability in [0, 1] (of erasing a box of an image)"),
+        "max_area": (1 / 3, lambda v: _number(v) and 0.02 < v < 1, "a fraction in (0.02, 1)"),
+    },
+}
+
+
+def augment_item(item) -> tuple[str, dict] | None:
+    """(name, options with defaults) of one `augment` entry (a name or a one-key mapping),
+    None when it is neither."""
+    if isinstance(item, str) and item in AUGMENT_OPTIONS:
+        return item, {k: spec[0] for k, spec in AUGMENT_OPTIONS[item].items()}
+    if isinstance(item, dict) and len(item) == 1:
+        (name, options), = item.items()
+        if name in AUGMENT_OPTIONS and isinstance(options, (dict, type(None))):
+            defaults = {k: spec[0] for k, spec in AUGMENT_OPTIONS[name].items()}
+            return name, {**defaults, **(options or {})}
+    return None
+
+
+def augment_problem(value) -> str | None:
+    """None when `value` is a good `augment` list, else the message body."""
+    expected = (f"a list of {', '.join(AUGMENTATIONS)}, each a name or a mapping of its "
+                "options (e.g. {mixup: {alpha: 0.2}})")
+    if not isinstance(value, (list, tuple)):
+        return f"augment = {value!r}: expected {expected}."
+    seen = set()
+    for item in value:
+        parsed = augment_item(item)
+        if parsed is None:
+            word = next(iter(item)) if isinstance(item, dict) and item else item
+            return (f"augment: {item!r}: expected {expected}."
+                    + (did_you_mean(word, AUGMENTATIONS) if isinstance(word, str) else ""))
+        name, options = parsed
+        if name in seen:
+            return f"augment: {name} is given twice."
+        seen.add(name)
+        for option, option_value in options.items():
+            if option not in AUGMENT_OPTIONS[name]:
+                known = ", ".join(AUGMENT_OPTIONS[name]) or "none"
+                return (f"augment: {name} has no option {option!r} (its options: {known})."
+                        + did_you_mean(option, AUGMENT_OPTIONS[name]))
+            _, accepts, what = AUGMENT_OPTIONS[name][option]
+            if not accepts(option_value):
+                return f"augment: {name} {option} = {option_value!r}: expected {what}."
+    return None
+
+
+def _ema_problem(value) -> str | None:
+    """None when `value` is a good `ema` setting (None, or {decay, warmup?})."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"decay", "warmup"} or "decay" not in value:
+        return (f"ema = {value!r}: expected {{decay: d}} with d in (0, 1), optionally "
+                "warmup: true (or null for none).")
+    if not (_number(value["decay"]) and 0 < value["decay"] < 1):
+        return f"ema.decay = {value['decay']!r}: expected a number in (0, 1) (e.g. 0.9998)."
+    if not isinstance(value.get("warmup", False), bool):
+        return f"ema.warmup = {value['warmup']!r}: expected true or false."
+    return None
+
+
+def soft_targets(config: "TrainingConfig") -> bool:
+    """Whether the run's training batches carry soft (mixed) targets."""
+    return any((augment_item(item) or ("",))[0] in MIXING for item in config.augment)
+
+
 # setting -> (accepts(value) -> bool, what it expects). The docs generator prints the second.
 CHECKS: dict[str, tuple[Callable, str]] = {
     "source": (lambda v: isinstance(v, str), "a string (the paper and section)"),
@@ -136,15 +246,26 @@ CHECKS: dict[str, tuple[Callable, str]] = {
     "plateau_reductions": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     "label_smoothing": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "dropout": (_optional(lambda v: _number(v) and 0 <= v < 1), "a number in [0, 1)"),
-    "augment": (lambda v: isinstance(v, (list, tuple)) and all(a in AUGMENTATIONS for a in v),
-                f"a list of {', '.join(AUGMENTATIONS)}"),
+    "augment": (lambda v: augment_problem(v) is None,
+                f"a list of {', '.join(AUGMENTATIONS)}, each a name or a one-key mapping of its "
+                "options ({randaugment: {n: 2, m: 9}}, {mixup: {alpha: 0.2}}, "
+                "{cutmix: {alpha: 1.0, switch: 0.5}}, {random_erasing: {p: 0.25}})"),
+    "loss": (lambda v: v in LOSSES, f"one of {', '.join(LOSSES)}"),
+    "ema": (lambda v: _ema_problem(v) is None,
+            "{decay: d} with d in (0, 1), optionally warmup: true; or null"),
+    "drop_path": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "drop_path_rule": (lambda v: v in DROP_PATH_RULES, f"one of {', '.join(DROP_PATH_RULES)}"),
+    "preset": (lambda v: v == "" or preset_problem(v) is None, f"one of {', '.join(PRESETS)}"),
     "dataset": (lambda v: isinstance(v, str), "a string (the paper's dataset, e.g. cifar10)"),
     "dataset_size": (lambda v: _integer(v) and v >= 1,
                      "a positive integer (training images of the paper's dataset)"),
     "departures": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
                    "a list of strings"),
 }
-_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "weight_decay_mode": WEIGHT_DECAY_MODES}
+_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "weight_decay_mode": WEIGHT_DECAY_MODES,
+            "loss": LOSSES, "drop_path_rule": DROP_PATH_RULES, "preset": tuple(PRESETS)}
+# Settings whose own check writes the whole message (the option at fault, not the list).
+_OWN_MESSAGE = {"augment": augment_problem, "ema": _ema_problem}
 
 
 def setting_problem(key: str, value) -> str | None:
@@ -153,6 +274,8 @@ def setting_problem(key: str, value) -> str | None:
         return (f"unknown training setting {key!r}. Known: {', '.join(CHECKS)}."
                 + did_you_mean(key, CHECKS))
     accepts, expected = CHECKS[key]
+    if key in _OWN_MESSAGE:
+        return _OWN_MESSAGE[key](value)
     try:
         ok = accepts(value)
     except TypeError:  # e.g. a mapping tested for membership
@@ -188,9 +311,14 @@ def combination_problem(values: dict) -> tuple[str, str] | None:
         return key, f"{key} needs a warmup length (the longest the warm-up may last, in {unit})."
     if get("warmup") and get("schedule") == "plateau":
         return "warmup", "a plateau schedule has no warm-up here (the rate is Keras' ReduceLROnPlateau's)."
-    if get("weight_decay_mode") == "l2" and get("optimizer") == "adamw":
-        return "weight_decay_mode", ("adamw decays the weights decoupled by definition; use "
+    if get("weight_decay_mode") == "l2" and get("optimizer") in ("adamw", "lamb"):
+        return "weight_decay_mode", (f"{get('optimizer')} decays the weights decoupled by definition; use "
                                      "optimizer adam for l2 decay, or weight_decay_mode decoupled.")
+    mixing = [name for name in MIXING if any((augment_item(a) or ("",))[0] == name
+                                             for a in get("augment"))]
+    if mixing and get("loss") == "sparse_ce":
+        return "loss", (f"augment {' and '.join(mixing)} gives soft (mixed) targets, which loss "
+                        "sparse_ce (integer labels only) cannot take; use loss ce or bce.")
     if unit == "iterations" and bool(get("dataset")) != bool(get("dataset_size")):
         return "dataset_size", ("an iterations-long recipe gives its dataset and dataset_size "
                                 "together (so a run on other data keeps the paper's epochs).")
@@ -198,11 +326,27 @@ def combination_problem(values: dict) -> tuple[str, str] | None:
 
 
 def normalize(values: dict) -> dict:
-    """`augment: crop` means `[crop]`, `augment: none` means `[]` (as `--training augment=none`)."""
+    """`augment: crop` means `[crop]`, `augment: none` means `[]` (as `--training augment=none`);
+    each augmentation with options is a one-key mapping with every option filled in;
+    `ema: 0.999` means `{decay: 0.999, warmup: false}`."""
     values = dict(values)
     if isinstance(values.get("augment"), str):
         values["augment"] = [values["augment"]] if values["augment"] != "none" else []
+    if isinstance(values.get("augment"), (list, tuple)) and augment_problem(values["augment"]) is None:
+        values["augment"] = [_canonical(item) for item in values["augment"]]
+    ema = values.get("ema")
+    if _number(ema):
+        values["ema"] = {"decay": ema, "warmup": False}
+    elif isinstance(ema, dict) and _ema_problem(ema) is None:
+        values["ema"] = {"decay": ema["decay"], "warmup": bool(ema.get("warmup", False))}
     return values
+
+
+def _canonical(item):
+    """An `augment` entry as the run records it: a plain name for the option-less ones,
+    else {name: {every option}}."""
+    name, options = augment_item(item)
+    return {name: options} if AUGMENT_OPTIONS[name] else name
 
 
 def check_settings(values: dict, error: Callable[[str, str], Exception], *,
@@ -240,6 +384,9 @@ def training_config(section: dict | None, *, where: str = "training", **override
     values = {k: v for k, v in (section or {}).items() if v is not None}
     overrides = check_settings({k: v for k, v in overrides.items() if v is not None}, error,
                                combined=False)
+    preset = overrides.pop("preset", None) or values.get("preset")
+    if preset:  # the paper's section, then the preset, then the caller's overrides
+        values = apply_preset(values, preset)
     scaled_from = ()
     if any(unit in overrides for unit in UNITS):
         old_unit, old_length = _length(values)
@@ -260,6 +407,7 @@ def training_config(section: dict | None, *, where: str = "training", **override
     return replace(TrainingConfig(), **values, unit=unit, length=length, scaled_from=scaled_from)
 
 
-__all__ = ["AUGMENTATIONS", "CHECKS", "OPTIMIZERS", "SCHEDULES", "TrainingConfig", "UNITS",
-           "WEIGHT_DECAY_MODES", "check_settings", "combination_problem", "setting_problem",
+__all__ = ["AUGMENTATIONS", "AUGMENT_OPTIONS", "CHECKS", "LOSSES", "MIXING", "OPTIMIZERS",
+           "SCHEDULES", "TrainingConfig", "UNITS", "WEIGHT_DECAY_MODES", "augment_item",
+           "check_settings", "combination_problem", "setting_problem", "soft_targets",
            "training_config"]

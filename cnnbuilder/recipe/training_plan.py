@@ -12,12 +12,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from cnnbuilder.recipe.training import TrainingConfig, training_config
+from cnnbuilder.recipe.presets import PRESETS
+from cnnbuilder.recipe.training import TrainingConfig, augment_item, training_config
 
 # Where a dataset needs other augmentation than the paper's. Digits are handwriting: flips
 # would turn them into other symbols, and the 4-pixel crop of CIFAR moves an 8x8 digit
 # (upscaled to 32x32) too far; small shifts only.
 DATASET_AUGMENTATION = {"digits": ("translate",)}
+# The augmentations a dataset's own replaces (the geometric ones of the paper's data); the
+# others (RandAugment, mixing, erasing) are kept.
+_GEOMETRIC = ("crop", "flip", "translate")
+
+
+def dataset_augment(dataset: str, augment) -> tuple:
+    """The augmentation a run on `dataset` uses when the caller did not choose one: the
+    dataset's own geometric augmentation (DATASET_AUGMENTATION) in place of the paper's,
+    followed by the paper's (or preset's) other augmentations."""
+    if dataset not in DATASET_AUGMENTATION:
+        return tuple(augment)
+    rest = [a for a in augment if (augment_item(a) or (a,))[0] not in _GEOMETRIC]
+    return tuple(DATASET_AUGMENTATION[dataset]) + tuple(rest)
 
 
 @dataclass(frozen=True)
@@ -123,18 +137,22 @@ def describe(section: dict, *, name: str = "", overrides: dict | None = None, da
     augment = config.augment
     adapted = "augment" not in overrides and dataset in DATASET_AUGMENTATION
     if adapted:
-        augment = DATASET_AUGMENTATION[dataset]
+        augment = dataset_augment(dataset, config.augment)
+    preset = config.preset
+    from_preset = {k for k, v in PRESETS[preset]["settings"].items() if v is not None} if preset else set()
     if steps_per_epoch is None:  # the paper's data: epochs of its dataset, else no steps
         steps_per_epoch = -(-config.dataset_size // config.batch_size) if config.dataset_size else 1
     plan = layout(config, steps_per_epoch, dataset or config.dataset)
-    paper = config.source or "the recipe"
+    paper = (section.get("source") if config.preset else config.source) or "the recipe"
     sources = {}
     for key in CHECKS_SHOWN:
         keys = ("epochs", "iterations") if key == "length" else (key,)
         if any(k in overrides for k in keys):
             sources[key] = "override"
         elif key == "augment" and adapted:
-            sources[key] = f"dataset {dataset}"
+            sources[key] = f"dataset {dataset}" + (f" and preset {preset}" if "augment" in from_preset else "")
+        elif any(k in from_preset for k in keys) or (key == "preset" and preset):
+            sources[key] = f"preset {preset} ({PRESETS[preset]['source']})"
         elif any(k in section for k in keys):
             sources[key] = paper
         else:
@@ -152,8 +170,9 @@ def describe(section: dict, *, name: str = "", overrides: dict | None = None, da
             before, origin = repr(section.get(key, defaults.get(key))), "the recipe" if key in section else "default"
         departures.append(f"{key}: {value!r} (override; {origin}: {before})")
     if adapted and tuple(augment) != tuple(config.augment):
-        departures.append(f"augment: {list(augment)} for {dataset} (the recipe: {list(config.augment)}); "
-                          "flips and CIFAR's 4-pixel crops would turn digits into other symbols")
+        departures.append(f"augment: {list(augment)} for {dataset} (the {'preset' if preset else 'recipe'}: "
+                          f"{list(config.augment)}); flips and CIFAR's 4-pixel crops would turn "
+                          "digits into other symbols")
     if config.scaled_from:
         unit, length = config.scaled_from
         departures.append(f"length: {_number(config.length)} {config.unit} instead of the recipe's "
@@ -174,6 +193,8 @@ def describe(section: dict, *, name: str = "", overrides: dict | None = None, da
         "batch_size": config.batch_size, "unit": plan.unit, "length": _number(round(plan.length, 6)),
         "schedule": schedule, "augment": list(augment), "label_smoothing": config.label_smoothing,
         "dropout": config.dropout, "preprocessing": normalization, "source": config.source,
+        "loss": config.loss, "ema": config.ema, "drop_path": config.drop_path,
+        "drop_path_rule": config.drop_path_rule, "preset": config.preset or None,
         "sources": sources, "departures": departures,
     }
 
@@ -181,7 +202,7 @@ def describe(section: dict, *, name: str = "", overrides: dict | None = None, da
 # The settings `describe` gives a source for (`length` is epochs or iterations).
 CHECKS_SHOWN = ("optimizer", "learning_rate", "momentum", "nesterov", "weight_decay",
                 "weight_decay_mode", "batch_size", "length", "schedule", "augment",
-                "label_smoothing", "dropout")
+                "label_smoothing", "dropout", "loss", "ema", "drop_path", "drop_path_rule", "preset")
 
 
-__all__ = ["DATASET_AUGMENTATION", "Layout", "describe", "layout", "same_dataset"]
+__all__ = ["DATASET_AUGMENTATION", "Layout", "dataset_augment", "describe", "layout", "same_dataset"]
