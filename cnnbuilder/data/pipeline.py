@@ -12,7 +12,7 @@ from epoch k on, whatever ran before in the process.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -90,6 +90,9 @@ def make_pipeline(
     options = dict(input_shape=input_shape, batch_size=batch_size, training=training,
                    names=names, seed=seed, repeat=repeat, normalization=normalization,
                    stats=stats, shard=shard, size=split_size(split))
+    # Arrays and file lists become tensors once, here: each epoch's dataset captures them
+    # rather than copying them into its graph.
+    split = _in_tensors(split) if training or not isinstance(split, tf.data.Dataset) else split
     if training and epochs is not None:
         if options["size"] is None:
             raise DataError("epochs= needs a split of known size.")
@@ -109,10 +112,10 @@ def _batches(split, *, input_shape, batch_size, training, names, seed, repeat, n
     # Augmentations work in [0, 1] (their padding is black); normalization follows them.
     convert = _convert_batch(input_shape, *(("unit", {}) if names else (normalization, stats)))
     order = (seed, epoch) if training else None
-    if isinstance(split, tf.data.Dataset):
-        batches = _stream_batches(split, input_shape, batch_size, order, repeat, convert, size)
-    else:
+    if isinstance(split, _Arrays):
         batches = _array_batches(split, batch_size, order, repeat, convert)
+    else:
+        batches = _stream_batches(split, input_shape, batch_size, order, repeat, convert, size)
     if names:
         batches = augment_batches(batches, names, seed, epoch)
         if normalization != "unit":
@@ -183,13 +186,32 @@ def _convert_batch(input_shape, normalization: str, stats: dict):
     return convert
 
 
-def _as_float32(images, labels):
-    """A float batch as it is (`load_dataset(raw_floats=True)`'s arrays), in float32."""
-    return tf.cast(images, tf.float32), labels
+class _Arrays(NamedTuple):
+    """An in-memory split as tensors: images (uint8, or float32 fed as they are), labels."""
+
+    images: tf.Tensor
+    labels: tf.Tensor
+    raw: bool
 
 
-def _array_batches(split, batch_size, order, repeat, convert) -> tf.data.Dataset:
-    """Batches from in-memory arrays: shuffle indices, gather whole batches, convert."""
+class _Files(NamedTuple):
+    """A split of image files (`folders.file_source`) as tensors of names and labels."""
+
+    names: tf.Tensor
+    labels: tf.Tensor
+    channels: int
+    size: tuple
+
+
+def _in_tensors(split):
+    """`split` as `_Arrays` ((x, y) arrays, checked), `_Files` (a folder split) or the
+    tf.data split itself (any other stream)."""
+    if isinstance(split, tf.data.Dataset):
+        source = file_source(split)
+        if source is None:
+            return split
+        paths, labels, channels, size = source
+        return _Files(tf.constant(paths.astype(str)), tf.constant(labels), channels, size)
     try:
         x, y = split
     except (TypeError, ValueError):
@@ -198,34 +220,36 @@ def _array_batches(split, batch_size, order, repeat, convert) -> tf.data.Dataset
             f"{type(split).__name__}."
         ) from None
     x = np.asarray(x)
-    if np.issubdtype(x.dtype, np.floating):  # a caller's own features: fed as they are
-        convert = _as_float32
-    elif len(x):
+    raw = bool(np.issubdtype(x.dtype, np.floating))  # a caller's own features, as they are
+    if not raw and len(x):
         x = check_images(x, "the split")
-    images, labels = tf.constant(x), tf.constant(np.asarray(y))
+    return _Arrays(tf.constant(x, tf.float32 if raw else None), tf.constant(np.asarray(y)), raw)
+
+
+def _array_batches(arrays: _Arrays, batch_size, order, repeat, convert) -> tf.data.Dataset:
+    """Batches from in-memory arrays: shuffle indices, gather whole batches, convert."""
+    images, labels = arrays.images, arrays.labels
     # Shuffling indices and gathering a batch at once is far cheaper than a shuffle
     # buffer that copies every image one by one.
-    indices = _shuffled(len(y), order)
+    indices = _shuffled(int(labels.shape[0]), order)
     if repeat:
         indices = indices.repeat()
     batches = indices.batch(batch_size).map(
         lambda i: (tf.gather(images, i), tf.gather(labels, i)),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    return batches.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+    return batches if arrays.raw else batches.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _stream_batches(split, input_shape, batch_size, order, repeat, convert,
                     known: int | None) -> tf.data.Dataset:
-    """Batches from a tf.data split of unbatched (uint8 image, label)."""
-    source = file_source(split)
-    if order is not None and source is not None:
-        paths, labels, channels, size = source
+    """Batches from a tf.data split of unbatched (uint8 image, label), or of `_Files`."""
+    if isinstance(split, _Files):
         # Shuffle file names, then decode: no buffer of decoded images.
-        names, classes = tf.constant(paths.astype(str)), tf.constant(labels)
-        files = _shuffled(len(paths), order).map(
+        names, classes = split.names, split.labels
+        files = _shuffled(int(names.shape[0]), order).map(
             lambda i: (tf.gather(names, i), tf.gather(classes, i)))
-        split = decode_files(files, channels, size)
+        split = decode_files(files, split.channels, split.size)
     elif order is not None:
         buffer = min(known, _STREAM_SHUFFLE_BUFFER) if known else _STREAM_SHUFFLE_BUFFER
         seed, epoch = order
