@@ -4,9 +4,11 @@ Model-building code uses `keras.layers` and `keras.ops` only, so recipes build u
 Keras backend.
 """
 
-from cnnbuilder.recipe.checks import environment_backend
+from cnnbuilder.recipe.checks import KERAS_BACKENDS, environment_backend
 
-environment_backend()  # before Keras is first imported: a bogus $KERAS_BACKEND named plainly
+# Before Keras is first imported: a bogus $KERAS_BACKEND named plainly (a recipe builds
+# under any backend Keras has; training and the command line take tensorflow or jax).
+environment_backend(allowed=KERAS_BACKENDS)
 
 from cnnbuilder.model.builder import build  # noqa: E402
 from cnnbuilder.model.features import feature_info, layer_strides, stage_outputs

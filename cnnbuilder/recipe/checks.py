@@ -19,7 +19,9 @@ SEED_MAX = 2**32 - 1
 # The largest input side or class count a model may have: Keras/TensorFlow index a tensor
 # dimension with 32-bit integers in places (and any such model is far over the cost bound).
 DIMENSION_MAX = 2**31 - 1
-BACKENDS = ("tensorflow", "jax")
+BACKENDS = ("tensorflow", "jax")  # what train, tune and the command line run on
+# What Keras itself accepts; a recipe builds under each (DESIGN §6: keras.layers/ops only).
+KERAS_BACKENDS = ("tensorflow", "jax", "torch", "numpy", "openvino")
 # What Keras accepts as a layer or model name and what survives a SavedModel's and
 # TensorBoard's paths: no "/", no spaces or other separators.
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
@@ -100,18 +102,18 @@ def name(value, label: str = "name") -> str:
     return value
 
 
-def backend(value, label: str = "KERAS_BACKEND") -> str:
-    """A Keras backend cnnbuilder runs on: tensorflow or jax."""
-    if value not in BACKENDS:
-        raise UsageError(f"{label}={value!r}: cnnbuilder runs on {' or '.join(BACKENDS)}; "
+def backend(value, label: str = "KERAS_BACKEND", allowed=BACKENDS) -> str:
+    """A Keras backend among `allowed` (default: the ones cnnbuilder trains on)."""
+    if value not in allowed:
+        raise UsageError(f"{label}={value!r}: expected {', '.join(allowed[:-1])} or {allowed[-1]}; "
                          f"set {label} to one of them (or unset it: tensorflow).")
     return value
 
 
-def environment_backend(environ=None) -> str | None:
+def environment_backend(environ=None, allowed=BACKENDS) -> str | None:
     """$KERAS_BACKEND checked before Keras is imported (Keras itself would fail with a
     bare error on its first import); None when it is not set."""
     import os
 
     value = (environ if environ is not None else os.environ).get("KERAS_BACKEND")
-    return None if value in (None, "") else backend(value)
+    return None if value in (None, "") else backend(value, allowed=allowed)
