@@ -18,7 +18,7 @@ from cnnbuilder.cli_args import (Parser, non_negative_float, parse_assignments, 
 from cnnbuilder.cli_help import cmd_help
 from cnnbuilder.cli_show import cmd_list, cmd_show
 from cnnbuilder.cli_weights import add_weights_parser
-from cnnbuilder.errors import CnnBuilderError
+from cnnbuilder.errors import CnnBuilderError, UsageError
 from cnnbuilder.recipe import checks
 from cnnbuilder.recipe.params import arguments_from, overrides_from
 from cnnbuilder.recipe.training import SCHEDULES
@@ -73,9 +73,15 @@ def _recipe_batch_size(recipe) -> int | None:
 
 
 def _train(args, train):
-    """`cnnbuilder.train` with the flags of `cnnbuilder train`."""
+    """`cnnbuilder.train` with the flags of `cnnbuilder train` (`--training` values checked
+    here, so their message names the flag)."""
+    from cnnbuilder.recipe.training import check_settings
+
+    training = parse_assignments(args.training, "--training")
+    check_settings(dict(training), lambda key, message: UsageError(f"--training: {message}"),
+                   combined=False)
     return train(
-        args.recipe, args.dataset, output=args.output, training=parse_assignments(args.training, "--training"),
+        args.recipe, args.dataset, output=args.output, training=training,
         epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate,
         params=parse_assignments(args.set), input_shape=parse_shape(args.input_shape),

@@ -134,3 +134,12 @@ def test_output_to_a_file_or_pipe_holds_no_escape_sequences(capsys):
         assert main(argv) == 0
         out, err = capsys.readouterr()
         assert "\x1b" not in out and "\x1b" not in err, argv
+
+
+@pytest.mark.parametrize("setting, needle", [("learning_rate=.inf", "learning_rate = inf"),
+                                             ("bogus=1", "unknown training setting 'bogus'")])
+def test_training_flag_values_are_blamed_on_the_flag(capsys, tmp_path, setting, needle):
+    code = main(["train", "lenet5", "--training", setting, "--output", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("cnnbuilder train: error: --training: ") and needle in err
+    assert not (tmp_path / "r").exists()
