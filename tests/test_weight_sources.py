@@ -146,3 +146,15 @@ def test_the_preprocessing_the_weights_expect():
     assert weights_preprocessing("resnet18", "my/resnet18.pth") == {"normalization": "torch",
                                                                    "crop_from": 256}
     assert weights_preprocessing("resnet20", "my/resnet20.pth") is None
+
+
+def test_the_model_card_shows_the_pretrained_source():
+    from cnnbuilder.serving.model_card import _pretrained_weights
+
+    assert _pretrained_weights({"recipe": "resnet50_tv"}) == ""
+    card = _pretrained_weights({"recipe": "resnet50_tv", "weights": "torchvision"})
+    assert "torchvision:IMAGENET1K_V2" in card and "top-1 80.858%" in card
+    assert "resize 232, centre crop 224, bilinear" in card and "BSD-3-Clause" in card
+    card = _pretrained_weights({"recipe": "resnet18", "weights": "timm:resnet18.a1_in1k"})
+    assert "not published" in card and "apache-2.0" in card
+    assert "keras.applications" in _pretrained_weights({"recipe": "resnet50", "weights": "imagenet"})

@@ -40,6 +40,7 @@ def model_card(metadata: dict, *, recipe=None, model=None) -> str:
         _front_matter(metadata, fmt, dataset),
         f"# {name} ({_format_name(metadata)})",
         _description(metadata, recipe, model),
+        _pretrained_weights(metadata),
         _data(metadata, dataset),
         _training(metadata),
         _evaluation(metadata),
@@ -185,6 +186,34 @@ def _evaluation(metadata: dict) -> str:
         lines.append(f"- LiteRT vs Keras: max abs difference {litert['max_abs_diff']:.2e}")
     if len(lines) == 2:
         lines.append("No test metrics recorded.")
+    return "\n".join(lines)
+
+
+def _pretrained_weights(metadata: dict) -> str:
+    """The weights the run started from (metadata.json's ``weights``, the run's `weights=`)
+    and, for a PyTorch-world source, what it publishes: accuracy and its source, training
+    recipe, licence, evaluation transform. Empty when the record names none."""
+    weights = metadata.get("weights")
+    if not weights:
+        return ""
+    from cnnbuilder.model.pretrained.sources import HUBS, resolve_source
+
+    lines = ["## Pretrained weights", ""]
+    if str(weights).split(":", 1)[0] not in HUBS:
+        kind = "keras.applications' ImageNet weights" if weights == "imagenet" else f"`{weights}`"
+        return "\n".join(lines + [f"Fine-tuned from {kind}."])
+    source = resolve_source(metadata.get("recipe") or metadata.get("model_name"), weights)
+    meta = source.meta
+    accuracy = ", ".join(f"{label} {meta[key]}%" for key, label in (("top1", "top-1"),
+                                                                    ("top5", "top-5")) if meta.get(key))
+    lines += [f"Fine-tuned from `{source.name}` ({source.url}).",
+              f"- Published ImageNet-1k accuracy: {accuracy or 'not published'} "
+              f"({meta.get('metrics_source')})",
+              f"- Training recipe: {meta.get('recipe_link')}",
+              f"- Licence: {meta.get('licence')}",
+              f"- Evaluation transform: resize {meta.get('resize')}, centre crop "
+              f"{meta.get('crop')}, {meta.get('interpolation')}; mean {meta.get('mean')}, "
+              f"std {meta.get('std')} (`{meta.get('normalization')}` normalization)"]
     return "\n".join(lines)
 
 
