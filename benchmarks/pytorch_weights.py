@@ -10,7 +10,9 @@ Hugging Face hub caches the published file (in a temporary directory), and
 - float32 at 160×160 (batch 2): the logits, or for a flatten head (VGG, AlexNet) the
   backbone's feature map against torchvision's `features`;
 - float64 at 224×224 (batch 1): both networks in double precision on the same float32
-  weights, which isolates the conversion from float32 rounding.
+  weights, which isolates the conversion from float32 rounding;
+- PyTorch's own float32 against its float64 pass on that image: the rounding a deep random
+  network amplifies, for scale.
 
 Prints a Markdown table for benchmarks/results.md. No network access: no weights are
 downloaded. Usage: python benchmarks/pytorch_weights.py [RECIPE ...]
@@ -88,13 +90,18 @@ def compare(source, cache: Path) -> dict:
     row["f32_160"] = float(np.abs(keras_outputs(model, x) - theirs).max())
     row["other"] = "features" if flatten else "logits"
     del model
+    x32 = images(224, batch=1)
+    torch32 = torch_outputs(reference, x32)
     keras.config.set_floatx("float64")
     keras.config.set_dtype_policy("float64")  # the global policy is not re-read from floatx
     try:
         reference.double()
         model = cnnbuilder.build(source.recipe, weights=source.name, classifier_activation=None)
-        x = images(224, batch=1, dtype="float64")
-        row["f64_224"] = float(np.abs(keras_outputs(model, x) - torch_outputs(reference, x)).max())
+        x = x32.astype("float64")
+        torch64 = torch_outputs(reference, x)
+        row["f64_224"] = float(np.abs(keras_outputs(model, x) - torch64).max())
+        # PyTorch's own float32 rounding, for scale: its float32 and float64 passes.
+        row["torch_f32_f64"] = float(np.abs(torch32 - torch64).max())
     finally:
         keras.config.set_floatx("float32")
         keras.config.set_dtype_policy("float32")
@@ -114,8 +121,9 @@ def main(argv: list[str]) -> int:
     recipes = argv or recipes_with_sources()
     print(f"<!-- {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__} -->")
-    print("| recipe | source | builds | float32 224 (logits) | float32 160 | float64 224 | max |logit| |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    print("| recipe | source | builds | float32 224 (logits) | float32 160 | float64 224 | "
+          "PyTorch's own float32 vs float64 | max |logit| |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as directory:
         cache = Path(directory)
         os.environ["TORCH_HOME"] = str(cache / "torch")
@@ -125,7 +133,7 @@ def main(argv: list[str]) -> int:
                 row = compare(source, cache)
                 print(f"| {recipe} | {source.name} | {source.build} | {row['f32_224']:.1e} | "
                       f"{row['f32_160']:.1e} ({row['other']}) | {row['f64_224']:.1e} | "
-                      f"{row['scale']:.2f} |", flush=True)
+                      f"{row['torch_f32_f64']:.1e} | {row['scale']:.2f} |", flush=True)
                 for path in cache.rglob("*"):
                     if path.is_file():
                         path.unlink()
