@@ -1,8 +1,13 @@
-"""Augmentations of model-input batches: random crop (CIFAR), flip, translate.
+"""Augmentations of model-input batches: random crop (CIFAR), flip, translate, RandAugment
+and random erasing (`cnnbuilder.data.randaugment`), and the batch mixing of mixup and
+CutMix (`cnnbuilder.data.mixing`).
 
 Each takes a float32 batch (N, H, W, C) in [0, 1] at model-input size and a stateless
-seed of shape (2,), and returns a batch of the same shape; the pipeline applies them
-before the normalization step of `preprocess`, so zero padding is black.
+seed of shape (2,) (and its options as keywords), and returns a batch of the same shape;
+the pipeline applies them before the normalization step of `preprocess`, so zero padding
+is black. An augmentation is written as its name or as a one-key mapping of its options
+(``{"mixup": {"alpha": 0.2, "classes": 10}}``: the mixing ones need the class count their
+soft targets are one-hot over). Mixing comes last, after the per-image augmentations.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from typing import Callable
 
 import tensorflow as tf
 
+from cnnbuilder.data.mixing import mix_batch
+from cnnbuilder.data.randaugment import randaugment, random_erasing
 from cnnbuilder.errors import DataError
 
 __all__ = ["AUGMENTATIONS", "augment_batches", "augmentation_names", "epoch_seed"]
@@ -50,30 +57,51 @@ def _augment_translate(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 
 # See the module docstring for the signature. Pixel counts are model-input pixels.
-AUGMENTATIONS: dict[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = {
+AUGMENTATIONS: dict[str, Callable[..., tf.Tensor]] = {
     "crop": _augment_crop,
     "flip": _augment_flip,
     "translate": _augment_translate,
+    "randaugment": randaugment,
+    "random_erasing": random_erasing,
+    "mixup": None,   # batch mixing: `mix_batch`, after the others
+    "cutmix": None,
 }
+MIXING = ("mixup", "cutmix")
 
 
-def augmentation_names(augment) -> list[str]:
-    """Normalize `augment` (None, a name or a list of names) to a list of known names."""
+def _entry(item) -> tuple[str, dict] | None:
+    """(name, options) of an augmentation entry (a name or a one-key mapping)."""
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, dict) and len(item) == 1:
+        (name, options), = item.items()
+        if isinstance(name, str) and isinstance(options, (dict, type(None))):
+            return name, dict(options or {})
+    return None
+
+
+def augmentation_names(augment) -> list:
+    """Normalize `augment` (None, an entry or a list of entries: names, or one-key
+    mappings of a name to its options) to a list of entries of known augmentations."""
     if augment is None:
         return []
-    names = [augment] if isinstance(augment, str) else augment
-    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+    entries = [augment] if isinstance(augment, (str, dict)) else augment
+    if not isinstance(entries, (list, tuple)) or any(_entry(e) is None for e in entries):
         raise DataError(
-            f"augment must be None, a name or a list of names from "
-            f"{sorted(AUGMENTATIONS)}, got {augment!r}."
+            f"augment must be None, a name or a list of names (or {{name: options}}) from "
+            f"{', '.join(AUGMENTATIONS)}, got {augment!r}."
         )
-    unknown = [n for n in names if n not in AUGMENTATIONS]
+    unknown = [_entry(e)[0] for e in entries if _entry(e)[0] not in AUGMENTATIONS]
     if unknown:
         raise DataError(
             f"Unknown augmentation {', '.join(map(repr, unknown))}; choose from "
-            f"{', '.join(sorted(AUGMENTATIONS))}."
+            f"{', '.join(AUGMENTATIONS)}."
         )
-    return list(names)
+    mixing = [_entry(e) for e in entries if _entry(e)[0] in MIXING]
+    if any("classes" not in options for _, options in mixing):
+        raise DataError("mixup and cutmix need the class count of their soft targets: "
+                        "write {'mixup': {'alpha': 0.2, 'classes': 10}}.")
+    return list(entries)
 
 
 def epoch_seed(seed: int, epoch, stream: int) -> tf.Tensor:
@@ -98,11 +126,22 @@ def augment_batches(batches: tf.data.Dataset, names: list[str], seed: int,
         seeds = tf.data.Dataset.range(tf.int64.max).map(
             lambda index: tf.random.experimental.stateless_fold_in(base, index))
 
+    entries = [_entry(e) for e in names]
+    mixing = {n: o for n, o in entries if n in MIXING}
+
     def augment(batch, batch_seed):
         images, labels = batch
-        op_seeds = tf.random.experimental.stateless_split(batch_seed, num=len(names))
-        for index, name in enumerate(names):
-            images = AUGMENTATIONS[name](images, op_seeds[index])
+        # One seed per entry, in the order written (the mixing ones' included), so adding
+        # an augmentation leaves the draws of those before it as they were.
+        op_seeds = tf.random.experimental.stateless_split(batch_seed, num=len(entries))
+        for index, (name, options) in enumerate(entries):
+            if name not in MIXING:
+                images = AUGMENTATIONS[name](images, op_seeds[index], **options)
+        if mixing:
+            classes = next(iter(mixing.values()))["classes"]
+            images, labels = mix_batch(
+                images, labels, op_seeds[[n for n, _ in entries].index(next(iter(mixing)))],
+                classes=classes, mixup=mixing.get("mixup"), cutmix=mixing.get("cutmix"))
         return images, labels
 
     return tf.data.Dataset.zip(batches, seeds).map(
