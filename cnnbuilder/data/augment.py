@@ -62,9 +62,9 @@ AUGMENTATIONS: dict[str, Callable[..., tf.Tensor]] = {
     "flip": _augment_flip,
     "translate": _augment_translate,
     "randaugment": randaugment,
-    "random_erasing": random_erasing,
     "mixup": None,   # batch mixing: `mix_batch`, after the others
     "cutmix": None,
+    "random_erasing": random_erasing,
 }
 MIXING = ("mixup", "cutmix")
 
