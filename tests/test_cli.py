@@ -197,7 +197,7 @@ def test_console_script(tmp_path):
     listed = subprocess.run([console_script(), "list", "resnet5*"], capture_output=True, text=True,
                             env=env, cwd=tmp_path, timeout=120)
     assert listed.returncode == 0, listed.stderr
-    assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["resnet50", "resnet50v2", "resnet56"]
+    assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["resnet50", "resnet50_tv", "resnet50v2", "resnet56"]
 
     failed = subprocess.run([console_script(), "show", "nosuch"], capture_output=True, text=True,
                             env=env, cwd=tmp_path, timeout=300)
