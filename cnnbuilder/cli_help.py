@@ -15,6 +15,7 @@ TOPICS = {
     "distributed-tuning": "distributed_tuning.md",
     "known-issues": "known_issues.md",
     "limits": "limits.md",
+    "pretrained": "pretrained.md",
     "recipes": "recipes.md",
 }
 

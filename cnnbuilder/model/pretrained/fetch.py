@@ -35,7 +35,7 @@ def locate(source: WeightSource) -> Path:
              "cache: `huggingface-cli download " f"{source.meta.get('hf_hub_id')}` fills it)"
              if source.hub == "timm" else f"{path.parent}/")
     advice = (f"Download {source.file_name} from {source.url} and put it in {where} "
-              "(docs/pretrained.md: filling the caches offline).")
+              "(cnnbuilder help pretrained: filling the caches offline).")
     if offline():
         raise WeightsError(f"the {source.name} weights are not cached and downloads are off "
                            f"(CNNBUILDER_OFFLINE / HF_HUB_OFFLINE). {advice}")
