@@ -42,6 +42,28 @@ class LayerFactory:
         self.bn_defaults = {**_spec_defaults("bn"), **defaults.get("bn", {})}
         self.fc_defaults = {**_spec_defaults("fc"), **defaults.get("fc", {})}
         self.activation = defaults.get("activation", {}).get("function", "relu")
+        # Stochastic depth, set by a training run (`RunSettings`: the plan's defaults carry
+        # {"rate", "rule", "units"}); absent, no DropPath layer is built at all.
+        self.drop_path_config = defaults.get("drop_path") or {}
+        self._drop_path_unit = 0
+
+    def drop_path(self, x, *, name):
+        """`x` through a `DropPath` layer `name` at the next unit's drop rate (stochastic
+        depth over the plan's units in build order); `x` itself without stochastic depth.
+
+        The rule ``linear`` is Huang et al. 2016, §3 ("linear decay"): unit l of L drops
+        with probability rate·l/L, so the first units are nearly always kept and the last
+        drops with `rate`; ``uniform`` drops every unit with `rate`."""
+        config = self.drop_path_config
+        if not config.get("rate"):
+            return x
+        self._drop_path_unit += 1
+        rate = config["rate"]
+        if config.get("rule", "linear") == "linear":
+            rate = rate * self._drop_path_unit / max(config["units"], self._drop_path_unit)
+        from cnnbuilder.model.layers import DropPath
+
+        return DropPath(rate, name=name)(x)
 
     def conv_layer(self, filters, kernel, *, name, stride=1, groups=1, dilation=1,
                    padding=None, use_bias=None, activation=None, kernel_initializer=None,

@@ -224,4 +224,47 @@ def _shape_list(input_shape) -> list:
     return [tuple(input_shape)]
 
 
-__all__ = ["DenseLayerBottleneck", "recomputed"]
+@keras.saving.register_keras_serializable(package="cnnbuilder")
+class DropPath(keras.layers.Layer):
+    """Stochastic depth (Huang et al. 2016, "Deep Networks with Stochastic Depth"): in
+    training, each example's input is dropped whole with probability `rate` (its residual
+    branch, or a dense layer's new features, contributes nothing for it) and kept ones are
+    scaled by 1 / (1 - rate), so the expectation is unchanged; in inference it is the
+    identity (the paper instead scales by the survival probability at test time: the same
+    network in expectation). timm's `DropPath`.
+
+    The per-example draws come from the layer's `keras.random.SeedGenerator`, which the
+    training engine re-seeds every epoch (`training.callbacks.EpochSeeds`), so a resumed run
+    drops what the uninterrupted one dropped.
+
+    Args:
+        rate: the drop probability in [0, 1).
+        seed: the seed generator's initial seed.
+    """
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= float(rate) < 1:
+            raise ValueError(f"DropPath: `rate` must be in [0, 1). Received: rate={rate}")
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0:
+            return inputs
+        keep = 1.0 - self.rate
+        shape = (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
+        draws = keras.random.uniform(shape, seed=self.seed_generator, dtype="float32")
+        mask = ops.cast(ops.less(draws, keep), inputs.dtype)
+        return inputs * mask / ops.cast(keep, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+__all__ = ["DenseLayerBottleneck", "DropPath", "recomputed"]

@@ -202,6 +202,15 @@ def augment_problem(value) -> str | None:
     return None
 
 
+def augment_label(item) -> str:
+    """An `augment` entry as a person reads it: ``crop``, ``mixup(alpha=0.2)``."""
+    parsed = augment_item(item)
+    if parsed is None:
+        return str(item)
+    name, options = parsed
+    return name + (f"({', '.join(f'{k}={v:g}' for k, v in options.items())})" if options else "")
+
+
 def _ema_problem(value) -> str | None:
     """None when `value` is a good `ema` setting (None, or {decay, warmup?})."""
     if value is None:
@@ -408,6 +417,6 @@ def training_config(section: dict | None, *, where: str = "training", **override
 
 
 __all__ = ["AUGMENTATIONS", "AUGMENT_OPTIONS", "CHECKS", "LOSSES", "MIXING", "OPTIMIZERS",
-           "SCHEDULES", "TrainingConfig", "UNITS", "WEIGHT_DECAY_MODES", "augment_item",
+           "SCHEDULES", "TrainingConfig", "UNITS", "WEIGHT_DECAY_MODES", "augment_item", "augment_label",
            "check_settings", "combination_problem", "setting_problem", "soft_targets",
            "training_config"]

@@ -1,6 +1,7 @@
 """Callbacks a run needs beside its learning-rate schedule: a warm-up that ends on a
-condition, reduce-on-plateau, a stop at the paper's last iteration, and the seeds of the
-model's own random layers set per epoch (`EpochSeeds`)."""
+condition, reduce-on-plateau, a stop at the paper's last iteration, the seeds of the
+model's own random layers set per epoch (`EpochSeeds`), and validation on the weights'
+moving average (``ema``: Keras' `SwapEMAWeights`)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,11 @@ class StopAtStep(keras.callbacks.Callback):
 def schedule_callbacks(config: TrainingConfig, plan: Layout) -> list:
     """The callbacks the run of `config` laid out as `plan` needs."""
     callbacks = []
+    if config.ema:
+        # Validation (so the best-epoch choice) sees the averaged weights; they are swapped
+        # back before the epoch's commit, whose resume checkpoint must hold the trained
+        # ones (the averages stay optimizer variables: a resume continues both exactly).
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=False))
     if config.warmup_until_error is not None and plan.warmup_steps:
         callbacks.append(WarmupUntilError(config.warmup_until_error))
     if config.schedule == "plateau":

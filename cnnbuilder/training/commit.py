@@ -6,10 +6,15 @@ accuracy improved) and the resume checkpoint are staged under ``resume/``, the h
 rewritten, then ``state.json`` is replaced atomically - the commit point. Whatever moment
 the process dies at, a rerun finds the last committed epoch, its checkpoint and a history
 holding each finished epoch exactly once.
+
+With a moving average of the weights (``ema``), the best model is saved with the averaged
+weights (those validation scored) and the resume checkpoint with the trained ones and the
+averages in its optimizer, so a resumed run continues both exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -25,6 +30,27 @@ def best_epoch(history: list[dict]) -> int | None:
     scored = [(float(r["val_accuracy"]), int(r["epoch"])) for r in history
               if r.get("val_accuracy") not in (None, "")]
     return max(scored, key=lambda s: (s[0], -s[1]))[1] if scored else None
+
+
+@contextlib.contextmanager
+def averaged_weights(model):
+    """Within it, `model`'s trainable weights are its optimizer's moving averages (when it
+    keeps them: ``ema``), restored after; the averages themselves are left unchanged."""
+    optimizer = getattr(model, "optimizer", None)
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    if not getattr(optimizer, "use_ema", False) or not averages:
+        yield
+        return
+    variables = optimizer._trainable_variables
+    trained = [np.asarray(keras.ops.convert_to_numpy(v)) for v in variables]
+    for variable, average in zip(variables, averages):
+        if average is not None:
+            variable.assign(average)
+    try:
+        yield
+    finally:
+        for variable, value in zip(variables, trained):
+            variable.assign(value)
 
 
 class EpochCommit(keras.callbacks.Callback):
@@ -55,7 +81,8 @@ class EpochCommit(keras.callbacks.Callback):
         checkpoint = f"epoch-{number}.keras"
         with local_only():  # process 0 alone saves (see distribution.local_only)
             if improved:
-                runs.atomic_save_model(self.model, self.resume / f"best-{number}.keras")
+                with averaged_weights(self.model):
+                    runs.atomic_save_model(self.model, self.resume / f"best-{number}.keras")
             runs.atomic_save_model(self.model, self.resume / checkpoint)
         if improved:
             state.update(best=float(score), best_epoch=number)

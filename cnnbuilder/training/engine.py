@@ -98,7 +98,7 @@ class Job:
         return make_pipeline(examples, training=training, input_shape=self.settings.input_shape,
                              batch_size=self.config.batch_size, seed=self.settings.seed,
                              shard=distribution.data_shard(),
-                             augment=list(self.settings.augment) if training else None,
+                             augment=self.settings.pipeline_augment() if training else None,
                              epochs=epochs if training else None,
                              **self.settings.normalization_args())
 

@@ -11,6 +11,13 @@ Weight decay comes in two modes (`weight_decay_mode`):
 
 At momentum 0.9 the l2 decay acts about ten times as strongly as the same number
 decoupled, because it goes through the momentum.
+
+``ema`` is Keras' own exponential moving average of the trainable weights (the optimizer's
+`use_ema`/`ema_momentum`): after every step ``average = d·average + (1 - d)·w``, the first
+step's average being the weights themselves. Its averages are optimizer variables, so the
+resume checkpoints hold them and a resumed run goes on with them exactly; with
+``warmup: true`` the decay of step t is min(d, (1 + t) / (10 + t)) (TensorFlow's
+`ExponentialMovingAverage` with `num_updates`), through the `EMAWarmup` classes.
 """
 
 from __future__ import annotations
@@ -18,9 +25,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from cnnbuilder.recipe.training import TrainingConfig
+from cnnbuilder.recipe.training import TrainingConfig, soft_targets
 from cnnbuilder.recipe.training_plan import Layout, layout as plan_layout
-from cnnbuilder.training.losses import training_loss
+from cnnbuilder.training.losses import SoftTargetAccuracy, training_loss
 from cnnbuilder.training.schedules import learning_rate_schedule
 
 
@@ -92,30 +99,79 @@ class L2RMSprop(_L2Gradient, keras.optimizers.RMSprop):
     """Keras' RMSprop with l2 weight decay (``l2_decay·w`` added to the gradient)."""
 
 
+class EMAWarmup:
+    """Mixed into an optimizer class: the weights' moving average decays with
+    min(ema_momentum, (1 + t) / (10 + t)) at step t, so the early average is not held
+    back by the random initial weights (TensorFlow's `ExponentialMovingAverage` with
+    `num_updates`). The first step's average is the weights themselves, as Keras'."""
+
+    def _update_model_variables_moving_average(self, trainable_variables):
+        if not self.use_ema:
+            return
+        step = ops.cast(self.iterations, "float32")
+        decay = ops.minimum(ops.cast(self.ema_momentum, "float32"), (1.0 + step) / (10.0 + step))
+        for var, average in zip(trainable_variables, self._model_variables_moving_average):
+            if average is None:
+                continue
+            momentum = ops.cast(ops.not_equal(self.iterations, 0), var.dtype) * ops.cast(decay, var.dtype)
+            average.assign(ops.add(ops.multiply(momentum, average),
+                                   ops.multiply(ops.subtract(1, momentum), var)))
+
+
+# The EMAWarmup form of every optimizer class a run can use, registered for loading.
+_WARMUP_CLASSES = {}
+for _base in (keras.optimizers.SGD, TorchSGD, keras.optimizers.Adam, L2Adam,
+              keras.optimizers.AdamW, keras.optimizers.RMSprop, L2RMSprop, keras.optimizers.Lamb):
+    _WARMUP_CLASSES[_base] = keras.saving.register_keras_serializable(package="cnnbuilder")(
+        type(f"EMAWarmup{_base.__name__}", (EMAWarmup, _base),
+             {"__doc__": f"{_base.__name__} whose weight average warms up (`EMAWarmup`)."}))
+
+
 def make_optimizer(config: TrainingConfig, steps_per_epoch: int, dataset: str = "",
                    plan: Layout | None = None) -> keras.optimizers.Optimizer:
-    """The Keras optimizer `config` names, with its schedule and weight decay in its mode."""
+    """The Keras optimizer `config` names, with its schedule, weight decay in its mode and
+    the weights' moving average (``ema``)."""
     schedule = learning_rate_schedule(config, steps_per_epoch, dataset, plan)
     l2 = config.weight_decay if config.weight_decay_mode == "l2" else 0.0
     decoupled = None if l2 else (config.weight_decay or None)
     if config.optimizer == "sgd":
         if config.weight_decay_mode == "l2":
-            return TorchSGD(schedule, momentum=config.momentum, nesterov=config.nesterov,
-                            l2_decay=l2)
-        return keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=config.nesterov,
-                                    weight_decay=decoupled)
-    if config.optimizer == "adam":
-        return L2Adam(schedule, l2_decay=l2) if l2 else keras.optimizers.Adam(schedule, weight_decay=decoupled)
-    if config.optimizer == "adamw":  # l2 is refused when the settings are checked
-        return keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
-    if l2:
-        return L2RMSprop(schedule, momentum=config.momentum, l2_decay=l2)
-    return keras.optimizers.RMSprop(schedule, momentum=config.momentum, weight_decay=decoupled)
+            cls, kwargs = TorchSGD, dict(momentum=config.momentum, nesterov=config.nesterov, l2_decay=l2)
+        else:
+            cls, kwargs = keras.optimizers.SGD, dict(momentum=config.momentum, nesterov=config.nesterov,
+                                                     weight_decay=decoupled)
+    elif config.optimizer == "adam":
+        cls, kwargs = (L2Adam, dict(l2_decay=l2)) if l2 else (keras.optimizers.Adam, dict(weight_decay=decoupled))
+    elif config.optimizer == "adamw":  # l2 is refused when the settings are checked
+        cls, kwargs = keras.optimizers.AdamW, dict(weight_decay=config.weight_decay)
+    elif config.optimizer == "lamb":  # l2 is refused too: LAMB decays decoupled
+        cls, kwargs = keras.optimizers.Lamb, dict(weight_decay=decoupled)
+    elif l2:
+        cls, kwargs = L2RMSprop, dict(momentum=config.momentum, l2_decay=l2)
+    else:
+        cls, kwargs = keras.optimizers.RMSprop, dict(momentum=config.momentum, weight_decay=decoupled)
+    if config.ema:
+        kwargs.update(use_ema=True, ema_momentum=float(config.ema["decay"]))
+        if config.ema.get("warmup"):
+            cls = _WARMUP_CLASSES[cls]
+    return cls(schedule, **kwargs)
 
 
-def loss_and_metrics(label_smoothing: float = 0.0) -> dict:
-    """The loss and metrics every cnnbuilder model is trained and evaluated with
-    (integer labels; the accuracy is logged as ``accuracy`` / ``val_accuracy``)."""
+def loss_kind(config: TrainingConfig) -> str:
+    """The loss a run trains with: Keras' sparse cross-entropy for integer labels
+    (``sparse_ce``, and ``ce`` without mixing: the papers' runs, unchanged), else the
+    soft-target ``ce`` or ``bce`` (`losses.SoftTargetLoss`)."""
+    if config.loss == "bce" or (config.loss == "ce" and soft_targets(config)):
+        return config.loss
+    return "sparse_ce"
+
+
+def loss_and_metrics(label_smoothing: float = 0.0, kind: str = "sparse_ce") -> dict:
+    """The loss and metrics every cnnbuilder model is trained and evaluated with (the
+    accuracy is logged as ``accuracy`` / ``val_accuracy``): for integer labels, or with
+    `kind` ``ce``/``bce`` for soft targets too (`SoftTargetAccuracy` argmaxes them)."""
+    if kind in ("ce", "bce"):
+        return {"loss": training_loss(label_smoothing, kind), "metrics": [SoftTargetAccuracy()]}
     return {
         "loss": training_loss(label_smoothing),
         "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
@@ -133,7 +189,8 @@ def compile_model(model: keras.Model, config: TrainingConfig, steps_per_epoch: i
     # so JAX always compiles it.
     jit_compile = bool(jit) or keras.backend.backend() == "jax"
     model.compile(optimizer=make_optimizer(config, steps_per_epoch, dataset, plan),
-                  jit_compile=jit_compile, **loss_and_metrics(config.label_smoothing))
+                  jit_compile=jit_compile,
+                  **loss_and_metrics(config.label_smoothing, loss_kind(config)))
 
 
 def portable_compile(model: keras.Model, config: TrainingConfig) -> None:
@@ -141,24 +198,29 @@ def portable_compile(model: keras.Model, config: TrainingConfig) -> None:
     run's optimizer family with its settings, from Keras alone, so the file loads with
     `keras.saving.load_model(safe_mode=True)` where cnnbuilder is not installed.
 
-    Keras' own SGD, Adam, AdamW or RMSprop at the run's base learning rate, momentum and
-    Nesterov, with the decoupled weight decay when the run used it (Keras has no ``l2``
+    Keras' own SGD, Adam, AdamW, RMSprop or Lamb at the run's base learning rate, momentum
+    and Nesterov, with the decoupled weight decay when the run used it (Keras has no ``l2``
     mode: such a run's file carries none; `TorchSGD` and the schedule stay in the resume
-    checkpoints); plain sparse cross-entropy (Keras' has no label smoothing) and the
-    accuracy. The optimizer is built, so the file holds its variables and loads without
+    checkpoints) and the moving average (``ema``: `use_ema` at its decay; a warm-up is
+    not carried); plain sparse cross-entropy and the accuracy, for the integer labels the
+    file's users have (Keras' has no label smoothing; a run's soft-target or BCE loss
+    stays in the resume checkpoints). The optimizer is built, so the file holds its variables and loads without
     Keras' "Skipping variable loading for optimizer" warning.
     """
     rate = float(config.learning_rate)
     decoupled = config.weight_decay or None if config.weight_decay_mode == "decoupled" else None
+    ema = dict(use_ema=True, ema_momentum=float(config.ema["decay"])) if config.ema else {}
     if config.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(rate, momentum=config.momentum, nesterov=config.nesterov,
-                                         weight_decay=decoupled)
+                                         weight_decay=decoupled, **ema)
     elif config.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(rate, weight_decay=decoupled)
+        optimizer = keras.optimizers.Adam(rate, weight_decay=decoupled, **ema)
     elif config.optimizer == "adamw":
-        optimizer = keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
+        optimizer = keras.optimizers.AdamW(rate, weight_decay=config.weight_decay, **ema)
+    elif config.optimizer == "lamb":
+        optimizer = keras.optimizers.Lamb(rate, weight_decay=decoupled, **ema)
     else:
         optimizer = keras.optimizers.RMSprop(rate, momentum=config.momentum,
-                                             weight_decay=decoupled)
+                                             weight_decay=decoupled, **ema)
     model.compile(optimizer=optimizer, **loss_and_metrics())
     model.optimizer.build(model.trainable_variables)

@@ -137,7 +137,16 @@ class Run:
         changed = ", ".join(f"{k}={v}" for k, v in settings.params_given.items())
         sizes = job.data.sizes
         shape = "×".join(str(d) for d in settings.input_shape)
-        augment = ", ".join(settings.augment) or "none"
+        from cnnbuilder.recipe.training import augment_label
+
+        augment = ", ".join(augment_label(a) for a in settings.augment) or "none"
+        modern = [f"loss {config.loss}"] if config.loss != "ce" else []
+        if config.ema:
+            modern.append(f"weight EMA {config.ema['decay']:g}" + (" (warm-up)" if config.ema["warmup"] else ""))
+        if config.drop_path:
+            modern.append(f"stochastic depth {config.drop_path:g} ({config.drop_path_rule})")
+        if config.preset:
+            modern.append(f"preset {config.preset}")
         decay = f"weight decay {config.weight_decay:g} ({config.weight_decay_mode})" \
             if config.weight_decay else "no weight decay"
         schedule = config.schedule
@@ -158,7 +167,8 @@ class Run:
             f"  optimizer: {config.optimizer} lr {config.learning_rate:g}"
             + (f" momentum {config.momentum:g}" + (" nesterov" if config.nesterov else "")
                if config.optimizer in ("sgd", "rmsprop") else "")
-            + f", {decay}, batch {config.batch_size}; schedule: {schedule}",
+            + f", {decay}, batch {config.batch_size}; schedule: {schedule}"
+            + "".join(f"; {m}" for m in modern),
             f"  length: {plan.epochs} epochs of {plan.steps_per_epoch} steps "
             f"({plan.total_steps} steps); {devices}; seed {settings.seed}",
             f"  output: {directory if directory is not None else 'none (nothing is written)'}",

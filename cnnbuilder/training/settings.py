@@ -10,7 +10,7 @@ computed once and recorded), else [0, 1].
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import keras
@@ -21,15 +21,17 @@ from cnnbuilder.data.pipeline import batch_count
 from cnnbuilder.data.preprocess import DATASET
 from cnnbuilder.data.statistics import channel_statistics
 from cnnbuilder.errors import DataError, RecipeError
-from cnnbuilder.recipe.training import TrainingConfig, training_config
-from cnnbuilder.recipe.training_plan import DATASET_AUGMENTATION, describe
+from cnnbuilder.recipe.presets import fit_problem
+from cnnbuilder.recipe.training import MIXING, TrainingConfig, augment_item, training_config
+from cnnbuilder.recipe.training_plan import dataset_augment, describe
 from cnnbuilder.training.freeze import FineTuning
 from cnnbuilder.zoo import load_recipe
 
 
 def default_augment(dataset_name: str, config: TrainingConfig) -> tuple:
-    """The augmentation of a run whose caller did not choose one."""
-    return tuple(DATASET_AUGMENTATION.get(dataset_name, config.augment))
+    """The augmentation of a run whose caller did not choose one (the dataset's own geometric
+    augmentation where the paper's would be wrong for it, and the rest of the config's)."""
+    return dataset_augment(dataset_name, config.augment)
 
 
 def steps_per_epoch(data: Dataset, batch_size: int, devices: int = 1) -> int:
@@ -103,9 +105,10 @@ class RunSettings:
                                 f"{data.name} has {data.num_classes} classes.")
             name = model.name
             config = training_config({}, where=f"training overrides of {name}", **training)
-            if config.dropout is not None:
-                raise RecipeError(f"training overrides of {name}: dropout = {config.dropout}: a "
-                                  "Keras model has no dropout param to set; add the layers to it.")
+            for key in ("dropout", "drop_path"):
+                if (config.dropout is not None) if key == "dropout" else config.drop_path:
+                    raise RecipeError(f"training overrides of {name}: {key} = {getattr(config, key)}: "
+                                      f"a Keras model has no {key} layers to set; add them to it.")
             resolved = {}
         else:
             recipe = load_recipe(recipe_or_model)
@@ -113,9 +116,13 @@ class RunSettings:
             name = recipe.name
             config = training_config(recipe.training, where=f"training overrides of {name}",
                                      **training)
+            if training.get("preset") and fit_problem(training["preset"], recipe.family, name):
+                raise RecipeError(f"training overrides of {name}: "
+                                  + fit_problem(training["preset"], recipe.family, name))
             # Checks params and shapes before anything is written.
             plan = recipe.plan(input_shape=shape, classes=data.num_classes,
                                **_with_dropout(recipe, config, params))
+            plan = _with_drop_path(recipe, plan, config)
             resolved = plan.params
         fine_tuning = FineTuning.create(recipe, plan, weights, freeze, keras_model=model)
         augment = config.augment if "augment" in training else default_augment(data.name, config)
@@ -125,6 +132,15 @@ class RunSettings:
                    config, tuple(augment), data.name, tuple(data.class_names), seed,
                    mixed_precision, jit, fine_tuning, training, dict(data_options or {}),
                    **normalization)
+
+    def pipeline_augment(self) -> list:
+        """The training pipeline's augmentation entries: the mixing ones (mixup, CutMix)
+        with the class count their soft targets are one-hot over."""
+        entries = []
+        for item in self.augment:
+            name, options = augment_item(item)
+            entries.append({name: {**options, "classes": self.classes}} if name in MIXING else item)
+        return entries
 
     def identity(self) -> dict:
         """What must match for a rerun to continue this run rather than start over."""
@@ -203,6 +219,23 @@ def run_normalization(recipe, data: Dataset, input_shape, *, weights_mode=None,
         statistics = channel_statistics(data.train, input_shape)
     mean, std = statistics
     return {"normalization": DATASET, "mean": tuple(mean), "std": tuple(std)}
+
+
+def _with_drop_path(recipe, plan, config: TrainingConfig):
+    """`plan` with stochastic depth in its layer defaults (the `LayerFactory` reads them):
+    the rate, the rule and the number of units it spreads over (residual units, dense
+    layers); a RecipeError where the network has none."""
+    if not config.drop_path:
+        return plan
+    units = sum(1 for step in plan.steps if step.block in ("identity", "convolutional", "bottleneck"))
+    units += sum(int(step.fields.get("layers", 0)) for step in plan.steps if step.block == "dense")
+    if not units:
+        where = (recipe.document.where(("training", "drop_path")) if "drop_path" in recipe.training
+                 else f"training overrides of {recipe.name}")
+        raise RecipeError(f"{where}: drop_path = {config.drop_path}: {recipe.name} has no residual "
+                          "units or dense layers whose branch stochastic depth could drop.")
+    drop_path = {"rate": config.drop_path, "rule": config.drop_path_rule, "units": units}
+    return replace(plan, defaults={**plan.defaults, "drop_path": drop_path})
 
 
 def _with_dropout(recipe, config: TrainingConfig, params: dict) -> dict:

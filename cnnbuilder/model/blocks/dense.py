@@ -96,6 +96,8 @@ def dense_block(x, *, nn, name, layers: int, growth_rate, bn_size, bottleneck, d
         layer_name = f"{name}_block{i + 1}"
         y = dense_layer(x, nn=nn, name=layer_name, growth_rate=growth_rate, bn_size=bn_size,
                         bottleneck=bottleneck, dropout=dropout)
+        # Stochastic depth of a dense layer: its k new feature maps, per example.
+        y = nn.drop_path(y, name=f"{layer_name}_drop_path")
         x = _concat([x, y], name=f"{layer_name}_concat")
     return x
 
@@ -125,6 +127,8 @@ def _efficient_dense_block(x, *, nn, name, layers: int, growth_rate, bn_size, bo
                             bn_follows=False)(features)
         if dropout:
             y = _dropout(y, dropout, name=f"{layer_name}_2_dropout")
+        # Outside the recomputed unit, like dropout: a recomputation would redraw it.
+        y = nn.drop_path(y, name=f"{layer_name}_drop_path")
         features.append(y)
     return _concat(features, name=f"{name}_concat")
 

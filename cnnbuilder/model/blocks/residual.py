@@ -138,6 +138,8 @@ def residual_unit(x, *, nn, name, filters, stride=1, bottleneck=False, style="v1
         y = nn.conv_bn_act(y, last_filters, 1 if bottleneck else kernel, act=False, name=last_name)
 
     if residual is not None:
+        # Stochastic depth drops the residual branch, never the shortcut (Huang et al. 2016).
+        y = nn.drop_path(y, name=f"{name}_drop_path")
         y = layers.Add(name=f"{name}_add")([residual, y])
     if not v2:
         y = nn.act(y, name=f"{name}_out")
