@@ -136,7 +136,7 @@ def _transforms(op, level, sign, height, width):
 def _one_layer(images, seed, magnitude, std, probability):
     """One RandAugment op per image (with `probability`), all drawn from `seed`.
 
-    Each op runs on the images that drew it only (gathered, then scattered back): an op
+    Each op runs on the images that drew it only (partitioned, then stitched back): an op
     touches about p/14 of the batch, so the layer costs little more than one pass."""
     count = tf.shape(images)[0]
     seeds = _SPLIT(seed, num=4)
@@ -146,21 +146,24 @@ def _one_layer(images, seed, magnitude, std, probability):
     noise = tf.random.stateless_normal([count], seeds[2]) * std
     level = tf.clip_by_value((magnitude + noise) / 10.0, 0.0, 1.0)[:, None, None, None]
     sign = tf.where(tf.random.stateless_uniform([count], seeds[3]) < 0.5, -1.0, 1.0)[:, None, None, None]
-    out = images
+    # Partition 0: untouched; 1..9: the pixel ops; 10: the geometric ones (one transform).
+    pixel = len(_PIXEL_OPS)
+    group = tf.where(op < 0, 0, tf.minimum(op, pixel) + 1)
+    groups = pixel + 2
+    parts = tf.dynamic_partition(images, group, groups)
+    levels = tf.dynamic_partition(level, group, groups)
+    signs = tf.dynamic_partition(sign, group, groups)
+    indices = tf.dynamic_partition(tf.range(count), group, groups)
+    done = [parts[0]]
     for index, function in enumerate(_PIXEL_OPS.values()):
-        where = tf.where(op == index)
-        done = function(tf.gather_nd(images, where), tf.gather_nd(level, where),
-                        tf.gather_nd(sign, where))
-        out = tf.tensor_scatter_nd_update(out, where, done)
-    where = tf.where(op >= len(_PIXEL_OPS))
+        done.append(function(parts[index + 1], levels[index + 1], signs[index + 1]))
     height, width = tf.shape(images)[1], tf.shape(images)[2]
-    moved = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.gather_nd(out, where),
-        transforms=_transforms(tf.gather_nd(op, where), tf.gather_nd(level, where),
-                               tf.gather_nd(sign, where), height, width),
+    geometric = tf.dynamic_partition(op, group, groups)[-1]
+    done.append(tf.raw_ops.ImageProjectiveTransformV3(
+        images=parts[-1], transforms=_transforms(geometric, levels[-1], signs[-1], height, width),
         output_shape=tf.stack([height, width]), fill_value=0.0, interpolation="BILINEAR",
-        fill_mode="CONSTANT")
-    return tf.ensure_shape(tf.tensor_scatter_nd_update(out, where, moved), images.shape)
+        fill_mode="CONSTANT"))
+    return tf.ensure_shape(tf.dynamic_stitch(indices, done), images.shape)
 
 
 def randaugment(images: tf.Tensor, seed: tf.Tensor, *, n: int = 2, m: float = 9,
