@@ -61,7 +61,7 @@ def run_all(epochs: int, seeds: list[int]) -> dict:
 
 def pipeline_ratio(repeats: int = 3) -> list[tuple]:
     """(augmentation, pipeline images/s, model training images/s) on digits at batch 128."""
-    from run import _train_step_function, alternate
+    from run import _train_step_function
 
     from cnnbuilder.data import load_dataset, make_pipeline
 
@@ -75,22 +75,34 @@ def pipeline_ratio(repeats: int = 3) -> list[tuple]:
         for _ in range(steps):
             step()
 
+    model_epoch()  # warm
+    train = statistics.median(_seconds(model_epoch) for _ in range(repeats))
     rows = []
     modern = ["translate", {"randaugment": {"n": 2, "m": 9}},
               {"mixup": {"alpha": 0.2, "classes": 10}}, {"cutmix": {"alpha": 1.0, "classes": 10}}]
     for label, augment in (("translate (the paper's on digits)", ["translate"]),
                            ("translate + RandAugment + mixup/CutMix", modern)):
-        pipeline = make_pipeline(data.train, input_shape=(32, 32, 3), batch_size=128,
-                                 training=True, augment=augment, epochs=(0, 1))
+        # As `Job.fit` feeds it: one iterator over the run's epochs. Several epochs are read
+        # back to back with no model step between, so the prefetch buffer cannot hide the
+        # pipeline's own cost.
+        batches = iter(make_pipeline(data.train, input_shape=(32, 32, 3), batch_size=128,
+                                     training=True, augment=augment, epochs=(0, 10_000)))
 
-        def read_epoch():
-            for _ in pipeline:
-                pass
+        def read_epochs(count=5):
+            for _ in range(count * steps):
+                next(batches)
 
-        read_epoch()  # trace
-        pipe, train = alternate(read_epoch, model_epoch, repeats)
+        read_epochs(1)  # trace and fill
+        pipe = statistics.median(_seconds(read_epochs) for _ in range(repeats)) / 5
         rows.append((label, images / pipe, images / train))
     return rows
+
+
+def _seconds(function) -> float:
+    """Wall seconds of one call of `function`."""
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
 
 
 def main() -> None:
