@@ -14,14 +14,14 @@ import sys
 from cnnbuilder.cli_backend import add_backend_arguments, join_processes, select_backend, supervise
 from cnnbuilder.cli_args import classes as classes_type
 from cnnbuilder.cli_args import (Parser, non_negative_float, parse_assignments, parse_augment,
-                                 parse_shape, positive_float, positive_int, seed)
+                                 parse_shape, positive_float, positive_int, seed, training_preset)
 from cnnbuilder.cli_help import cmd_help
 from cnnbuilder.cli_show import cmd_list, cmd_show
 from cnnbuilder.cli_weights import add_weights_parser
 from cnnbuilder.errors import CnnBuilderError, UsageError
 from cnnbuilder.recipe import checks
 from cnnbuilder.recipe.params import arguments_from, overrides_from
-from cnnbuilder.recipe.training import SCHEDULES
+from cnnbuilder.recipe.training import OPTIMIZERS, SCHEDULES
 
 # Exit statuses (DESIGN.md §5).
 BAD_INPUT, INTERNAL_FAILURE, INTERRUPTED = 2, 1, 130
@@ -38,6 +38,7 @@ def cmd_train(args) -> int:
     from cnnbuilder.data.folders import check_output_outside
 
     check_output_outside(args.dataset, args.output, "--output")  # before anything is written
+    check_preset_fits(args.recipe, args.training_preset)
     join_processes(args)
     from cnnbuilder.model.cost import batch_size_for_bound
     from cnnbuilder.training import distribution, train
@@ -61,6 +62,23 @@ def cmd_train(args) -> int:
     return 0
 
 
+def check_preset_fits(recipe, preset: str | None) -> None:
+    """A UsageError naming --training-preset when the preset does not fit the recipe's
+    family (a recipe that fails to load: train names that problem)."""
+    if not preset:
+        return
+    from cnnbuilder.recipe.presets import fit_problem
+    from cnnbuilder.zoo import load_recipe
+
+    try:
+        loaded = load_recipe(recipe)
+    except CnnBuilderError:
+        return
+    problem = fit_problem(preset, loaded.family, loaded.name)
+    if problem:
+        raise UsageError(f"--training-preset {preset}: {problem}")
+
+
 def _recipe_batch_size(recipe) -> int | None:
     """The batch size of a recipe's training: section (None for a recipe that fails to
     load: train names the problem)."""
@@ -80,6 +98,8 @@ def _train(args, train):
     training = parse_assignments(args.training, "--training")
     check_settings(dict(training), lambda key, message: UsageError(f"--training: {message}"),
                    combined=False)
+    if args.training_preset:
+        training["preset"] = args.training_preset
     return train(
         args.recipe, args.dataset, output=args.output, training=training,
         epochs=args.epochs,
@@ -204,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="with --training: lay the run out for this dataset "
                                      "(digits, tfds:NAME, folder:PATH)")
     p.add_argument("--json", action="store_true", help="with --training: as JSON")
+    p.add_argument("--training-preset", type=training_preset, metavar="NAME",
+                   help="with --training: apply this preset (rsb_a1, rsb_a2, rsb_a3)")
     p.set_defaults(run=cmd_show)
 
     p = commands.add_parser("train", help="train a recipe on a dataset (resumable)")
@@ -212,7 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--training", action="append", metavar="NAME=VALUE",
                    help="override a setting of the recipe's training: section (e.g. learning_rate=0.01)")
     p.add_argument("--learning-rate", type=positive_float, help="initial learning rate")
-    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "rmsprop"))
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--training-preset", type=training_preset, metavar="NAME",
+                   help="a modern training procedure on top of the recipe's paper training: "
+                        "rsb_a1, rsb_a2, rsb_a3 (ResNet strikes back; docs/training.md)")
     p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--weight-decay", type=non_negative_float)
     p.add_argument("--augment", help="comma-separated crop,flip,translate or none")

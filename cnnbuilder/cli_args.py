@@ -99,3 +99,14 @@ def parse_augment(text: str | None):
         raise UsageError(f"--augment: unknown augmentation {unknown[0]!r}; write a comma-separated "
                          f"list of {', '.join(AUGMENTATIONS)} (or none alone).")
     return names
+
+
+def training_preset(text: str) -> str:
+    """An argparse type: the name of a training preset (`cnnbuilder.recipe.presets`), with
+    did-you-mean for a misspelt one."""
+    from cnnbuilder.recipe.presets import preset_problem
+
+    problem = preset_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text

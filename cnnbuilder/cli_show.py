@@ -124,16 +124,23 @@ def show_training(recipe, args) -> int:
     from cnnbuilder.recipe.training_plan import describe
 
     steps = None
+    overrides = parse_assignments(args.training, "--training")
+    if getattr(args, "training_preset", None):
+        from cnnbuilder.recipe.presets import fit_problem
+
+        problem = fit_problem(args.training_preset, recipe.family, recipe.name)
+        if problem:
+            raise UsageError(f"--training-preset {args.training_preset}: {problem}")
+        overrides["preset"] = args.training_preset
     if args.dataset:
         from cnnbuilder.data import load_dataset
         from cnnbuilder.recipe.training import training_config
         from cnnbuilder.training.settings import steps_per_epoch
 
-        overrides = parse_assignments(args.training, "--training")
         config = training_config(recipe.training, where="--training", **overrides)
         steps = steps_per_epoch(load_dataset(args.dataset), config.batch_size)
     report = describe(recipe.training, name=recipe.name, where="--training",
-                      overrides=parse_assignments(args.training, "--training"),
+                      overrides=overrides,
                       dataset=args.dataset or "", steps_per_epoch=steps,
                       normalization=recipe.scratch_normalization)
     if args.json:
@@ -155,8 +162,15 @@ def show_training(recipe, args) -> int:
         text += (f"; warm-up {warm['length']} {report['unit']}"
                  + (f" at {warm['learning_rate']}" if warm["learning_rate"] else " (linear from 0)")
                  + (f", ending once the training error < {warm['until_error']:.0%}" if warm["until_error"] else ""))
-    rows += [("schedule", text), ("augment", ", ".join(report["augment"]) or "none"),
+    from cnnbuilder.recipe.training import augment_label
+
+    rows += [("schedule", text), ("augment", ", ".join(augment_label(a) for a in report["augment"]) or "none"),
              ("label_smoothing", report["label_smoothing"]), ("dropout", report["dropout"]),
+             ("loss", report["loss"]),
+             ("ema", f"decay {report['ema']['decay']}" + (", warm-up" if report["ema"]["warmup"] else "")
+              if report["ema"] else "none"),
+             ("drop_path", f"{report['drop_path']} ({report['drop_path_rule']})" if report["drop_path"] else 0),
+             ("preset", report["preset"] or "none"),
              ("preprocessing", report["preprocessing"])]
     width = max(len(key) for key, _ in rows)
     for key, value in rows:

@@ -152,7 +152,7 @@ def describe(section: dict, *, name: str = "", overrides: dict | None = None, da
         elif key == "augment" and adapted:
             sources[key] = f"dataset {dataset}" + (f" and preset {preset}" if "augment" in from_preset else "")
         elif any(k in from_preset for k in keys) or (key == "preset" and preset):
-            sources[key] = f"preset {preset} ({PRESETS[preset]['source']})"
+            sources[key] = f"preset {preset}"  # its paper and table: `source`
         elif any(k in section for k in keys):
             sources[key] = paper
         else:
