@@ -85,15 +85,17 @@ class Run:
                                                    initial_epoch=done)
             fit = job.fit(model, callbacks=callbacks, initial_epoch=done, verbose=self.verbose)
             best = _best_model(model, directory)
-            scores = job.evaluate(best)
             if directory is not None:
                 # The finished model.keras carries the run's optimizer family and settings
                 # in Keras' own classes: it loads with safe_mode=True without cnnbuilder.
+                # The test loss is then plain cross-entropy, comparable across runs
+                # (label smoothing and mixed targets are training's alone).
                 with distribution.strategy().scope():
                     portable_compile(best, job.config)
-                if writer:
-                    with distribution.local_only():
-                        runs.atomic_save_model(best, directory / runs.MODEL)
+            scores = job.evaluate(best)
+            if writer:
+                with distribution.local_only():
+                    runs.atomic_save_model(best, directory / runs.MODEL)
         history = runs.read_history(directory / runs.HISTORY_CSV) if directory else _rows(fit)
         metrics = self._metrics(scores, history, best, directory)
         if writer:
