@@ -58,6 +58,7 @@ def _argparse_type(check, **options):
     """An argparse type from a `recipe.checks` helper: its message without the label
     (argparse names the flag itself)."""
     def convert(text: str):
+        """`text` checked, or an argparse error with the helper's message."""
         try:
             return check(text, "", **options)
         except UsageError as exc:

@@ -102,6 +102,7 @@ def decode_path(path: tf.Tensor, channels: int) -> tf.Tensor:
     mode conversion are predict's own) brought to `channels`; a file it cannot read fails
     the op (`undecodable` finds those before training)."""
     def decode(name):
+        """The uint8 (H, W, channels) image of the file named by `name` (bytes)."""
         name = name.item() if isinstance(name, np.ndarray) else name  # a 0-d array eagerly
         return to_channels(read_image(name.decode() if isinstance(name, bytes) else str(name)),
                            channels)

@@ -72,6 +72,7 @@ def _part(split: str, where: str) -> str:
 
 
 def _ids(values) -> str:
+    """The first class ids of `values` and a count of the rest, for messages."""
     values = [int(v) for v in values]
     text = ", ".join(map(str, values[:8]))
     return text + (f" and {len(values) - 8} more" if len(values) > 8 else "") if values else "none"

@@ -207,6 +207,7 @@ def _culprit_message(what: str, by_step: dict, plan, recipe, arguments: dict,
 
 
 def _gib(size: int) -> str:
+    """Bytes as GiB with one decimal, for messages."""
     return f"{size / 2**30:,.1f} GiB"
 
 

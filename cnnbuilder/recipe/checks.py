@@ -29,6 +29,7 @@ NAME_RULE = "a name of letters, digits and _ . - that starts with a letter or _"
 
 
 def _is_int(value) -> bool:
+    """An int that is not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -95,6 +95,7 @@ def _signature(directory: Path) -> tuple[dict, dict]:
         signature = graph.signature_def.get("serving_default")
         if signature is not None:
             def describe(tensors):
+                """{name: (dtype name, shape)} of a signature's tensor infos."""
                 return {name: (tf.dtypes.as_dtype(info.dtype).name,
                                [-1 if info.tensor_shape.unknown_rank else d.size for d in info.tensor_shape.dim])
                         for name, info in tensors.items()}
@@ -133,4 +134,5 @@ def _dim(value) -> int | None:
 
 
 def _show(tensors: dict) -> str:
+    """'images (uint8 [-1, -1, -1, -1]), ...' for messages."""
     return ", ".join(f"{name} ({dtype} {shape})" for name, (dtype, shape) in tensors.items()) or "nothing"
