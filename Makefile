@@ -28,9 +28,10 @@ demo: $(STAMP)
 	$(BIN)/python -m tools.demo samples $(DEMO)/samples 5 > /dev/null
 	$(BIN)/cnnbuilder predict saved_models/digits/1 $(DEMO)/samples/*.png --top-k 3
 	@# A short search over DenseNet-BC's growth rate and depth together (tools/densenet_bc_demo.yaml:
-	@# densenet_bc100_k12 at depths 10-22); --max-params skips the largest untrained. Under a minute on 2 cores.
+	@# densenet_bc100_k12 at depths 10-22); --max-params skips the largest untrained (a skipped trial
+	@# does not count against --max-trials, which counts trained ones). Under a minute on 2 cores.
 	$(BIN)/cnnbuilder tune tools/densenet_bc_demo.yaml --dataset digits --input-shape 16,16,3 \
-		--max-trials 6 --epochs 2 --batch-size 64 --max-params 100000 --output $(DEMO)/tune --overwrite
+		--max-trials 4 --epochs 2 --batch-size 64 --max-params 100000 --output $(DEMO)/tune --overwrite
 	@echo "search results: $(DEMO)/tune/tuning.json, $(DEMO)/tune/tuning.png"
 
 test: $(STAMP)
