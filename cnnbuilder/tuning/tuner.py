@@ -181,8 +181,11 @@ class RecipeTuner(hooks.TunerHooks):
 
     def write_record(self, record: dict) -> None:
         """Write a trial's record (and say in one line why a trial did not complete)."""
-        # A skipped trial is told by the oracle's display (`oracles.SearchDisplay`).
-        if record["status"] == "failed" and not self.quiet:
+        # A skipped trial is told by the oracle's display (`oracles.SearchDisplay`), which
+        # runs on the chief: a worker tells its own.
+        told_here = record["status"] == "failed" or (
+            record["status"] == "skipped" and chief.role() == "worker")
+        if told_here and not self.quiet:
             print(f"Trial {record['number']} {record['status']}: {record['reason']}")
         runs.atomic_write_json(self.record_path(record["trial_id"]), record)
         self.records = [r for r in self.records if r["trial_id"] != record["trial_id"]]
