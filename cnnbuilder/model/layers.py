@@ -267,4 +267,23 @@ class DropPath(keras.layers.Layer):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
-__all__ = ["DenseLayerBottleneck", "DropPath", "recomputed"]
+def without_drop_path(model: keras.Model) -> keras.Model:
+    """`model` with each `DropPath` replaced by a standard `keras.layers.Identity` of the same
+    name (DropPath is the identity in inference), the weights copied by layer name: the
+    network a finished run ships, which loads where cnnbuilder is not installed. `model`
+    itself when it has no DropPath (the copy is uncompiled)."""
+    if not any(isinstance(layer, DropPath) for layer in model._flatten_layers(include_self=False)):
+        return model
+
+    def clone(layer):
+        if isinstance(layer, DropPath):
+            return keras.layers.Identity(name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    for layer in copy.layers:
+        layer.set_weights(model.get_layer(layer.name).get_weights())
+    return copy
+
+
+__all__ = ["DenseLayerBottleneck", "DropPath", "recomputed", "without_drop_path"]

@@ -90,7 +90,11 @@ class Run:
                 # in Keras' own classes: it loads with safe_mode=True without cnnbuilder.
                 # The test loss is then plain cross-entropy, comparable across runs
                 # (label smoothing and mixed targets are training's alone).
+                # Stochastic depth, the identity in inference, becomes Identity layers.
                 with distribution.strategy().scope():
+                    from cnnbuilder.model.layers import without_drop_path
+
+                    best = without_drop_path(best)
                     portable_compile(best, job.config)
             scores = job.evaluate(best)
             if writer:
