@@ -108,6 +108,13 @@ def test_show_prints_the_cost_of_a_model_it_could_never_allocate(tmp_path, capsy
     (["train", "lenet5", "--learning-rate", "inf", "--output", "x"], "argument --learning-rate"),
     (["train", "lenet5", "--weight-decay", "nan", "--output", "x"], "argument --weight-decay"),
     (["tune", "lenet5", "--seed", "4294967296", "--output", "x"], "argument --seed"),
+    (["tune", "resnet20", "--trial-timeout", "inf", "--output", "x"], "argument --trial-timeout"),
+    (["train", "lenet5", "--augment", "none,crop", "--output", "x"], "write none alone"),
+    (["train", "lenet5", "--input-shape", "8,8,1", "--output", "x"], "--input-shape 8,8,1: the input is too small"),
+    (["show", "lenet5", "--set", "activation=${1/0}"], "--set activation='${1/0}': bad expression"),
+    (["export", "nowhere", "--output", "x/1", "--max-accuracy-drop", "nan"], "argument --max-accuracy-drop"),
+    (["predict", "nowhere", "a.png", "--top-k", "0"], "argument --top-k"),
+    (["help", "nothing"], "no topic 'nothing'"),
 ])
 def test_bad_flags_exit_2_in_one_paragraph_naming_the_flag(capsys, tmp_path, monkeypatch, argv, needle):
     monkeypatch.chdir(tmp_path)
