@@ -169,8 +169,21 @@ TRAINING_DOCS = {
     "dropout": "Sets the recipe's `dropout` param (DenseNet, AlexNet, GoogLeNet); an error for a "
                "recipe without one.",
     "augment": "Training augmentation: `crop` (pad 4 and random crop), `flip` (horizontal), "
-               "`translate` (random shift). Unless the run chooses its own, `digits` uses "
-               "`[translate]`, since flips turn digits into other symbols.",
+               "`translate` (random shift), `randaugment`, `mixup`, `cutmix`, `random_erasing` "
+               "(docs/training.md), each a name or a one-key mapping of its options. Unless the "
+               "run chooses its own, `digits` uses `translate` in place of crop and flip, since "
+               "flips turn digits into other symbols.",
+    "loss": "`ce` (cross-entropy, of the soft targets too when mixing), `sparse_ce` (integer "
+            "labels only), `bce` (binary cross-entropy per class, the RSB procedures').",
+    "ema": "An exponential moving average of the weights, updated every step: `{decay: d}` "
+           "(optionally `warmup: true`); validation, the best epoch, evaluation and model.keras "
+           "use the averaged weights.",
+    "drop_path": "Stochastic depth (Huang et al. 2016): the drop probability of the last "
+                 "residual branch (or dense layer's new features), per example.",
+    "drop_path_rule": "`linear`: unit l of L drops with drop_path·l/L (Huang et al.); "
+                      "`uniform`: every unit with drop_path.",
+    "preset": "A named procedure applied on top of the paper's training: `rsb_a1`, `rsb_a2`, "
+              "`rsb_a3` (Wightman et al. 2021, Table 1); docs/training.md.",
     "dataset": "The dataset the paper trained on (`cifar10`), for an `iterations`-long run.",
     "dataset_size": "Training images of `dataset` the paper's iterations count over (He et al.: "
                     "45000 of the 45k/5k split).",
