@@ -25,6 +25,7 @@ from cnnbuilder import training as engine
 from cnnbuilder.data import Dataset
 from cnnbuilder.errors import DataError, RecipeError, TrialSkipped
 from cnnbuilder.model import cost
+from cnnbuilder.recipe import checks
 from cnnbuilder.recipe.search_space import SearchSpace, check_reachable, recipe_space
 from cnnbuilder.zoo import load_recipe
 
@@ -63,6 +64,9 @@ class HyperRecipe(kt.HyperModel):
                  space=None, params=None, training=None, epochs=None, max_params=None,
                  augment=None, seed: int = 0, name=None, tunable=True):
         source, self.recipe = recipe, load_recipe(recipe)
+        # The keywords checked as build's and the command line's are (`recipe.checks`).
+        input_shape, classes = checks.input_shape(input_shape), checks.classes(classes)
+        seed = checks.seed(seed)
         super().__init__(name=name or self.recipe.name, tunable=tunable)
         self.input_shape = (tuple(input_shape) if input_shape is not None
                             else self.recipe.default_input_shape)
