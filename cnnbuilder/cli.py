@@ -150,12 +150,13 @@ def cmd_tune(args) -> int:
 
 def cmd_export(args) -> int:
     """`cnnbuilder export`: `cnnbuilder.export`, then a summary of what was written."""
+    from cnnbuilder.data.labels import check_class_names
     from cnnbuilder.serving.exporting import export, format_export_summary
 
+    names = check_class_names(args.class_names.split(","), "--class-names") if args.class_names else None
     path = export(args.source, args.output, format=args.format, quantize=args.quantize,
                   max_accuracy_drop=args.max_accuracy_drop, force=args.force,
-                  class_names=args.class_names.split(",") if args.class_names else None,
-                  data_dir=args.data_dir)
+                  class_names=names, data_dir=args.data_dir)
     print(format_export_summary(path))
     return 0
 

@@ -133,3 +133,11 @@ def test_train_refuses_a_model_over_the_bound_before_loading_data(tmp_path, caps
     err = capsys.readouterr().err
     assert code == 2 and "--input-shape 30000,30000,1 gives" in err and "over the bound" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_export_class_names_that_cannot_be_exported_are_refused(tmp_path, capsys):
+    code = main(["export", str(tmp_path / "run"), "--output", str(tmp_path / "e" / "1"),
+                 "--class-names", "a,b\tc"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--class-names: class 1 is named 'b\\tc'" in err
+    assert not (tmp_path / "e").exists()
