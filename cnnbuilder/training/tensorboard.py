@@ -71,7 +71,7 @@ def tensorboard_callbacks(log_dir, job, *, initial_epoch: int = 0) -> list:
     so turning TensorBoard off or on would change what the model trains on.
     """
     settings = job.settings
-    fresh = make_pipeline(job.data.train, training=True, augment=list(settings.augment),
+    fresh = make_pipeline(job.data.train, training=True, augment=settings.pipeline_augment(),
                           input_shape=settings.input_shape,
                           batch_size=min(job.config.batch_size, _IMAGES_SHOWN),
                           seed=settings.seed, **settings.normalization_args())
