@@ -209,6 +209,25 @@ def test_settings_reach_the_run(tmp_path):
     assert cnnbuilder  # the package API is what the slow test below trains through
 
 
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["train", "resnet20", "--training-preset", "rsb_a9"], "--training-preset: unknown training preset 'rsb_a9'"),
+    (["train", "vgg16", "--training-preset", "rsb_a1"], "--training-preset rsb_a1: the preset rsb_a1 is a training procedure for the residual"),
+    (["show", "vgg16", "--training", "--training-preset", "rsb_a2"], "--training-preset rsb_a2"),
+    (["show", "resnet20", "--training", "ema={decay: 1.5}"], "--training: ema.decay = 1.5"),
+])
+def test_the_command_line_refuses_bad_modern_settings_with_exit_2(tmp_path, argv, expected):
+    import subprocess
+    import sys
+
+    if argv[0] == "train":
+        argv = argv + ["--dataset", "digits", "--output", str(tmp_path / "run")]
+    done = subprocess.run([sys.executable, "-m", "cnnbuilder.cli", *argv], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
 @pytest.mark.slow
 def test_a_resumed_ema_mixup_drop_path_run_equals_the_uninterrupted_one(tmp_path):
     """The EMA averages (optimizer variables), the mixed batches and the drop-path draws all
