@@ -79,7 +79,7 @@ def test_lists_and_booleans_travel_as_json_labels():
     ({"growth_rate": {"int": [4, 16], "default": 3}}, r"default 3 is not a value"),
     ({"training": {"epochs": {"choice": [1, 2]}}}, r"epochs is the tuner's budget"),
     ({"training": {"learnin_rate": {"float": [0.1, 1.0]}}}, r"Did you mean 'learning_rate'"),
-    ({"training": {"optimizer": {"choice": ["sgd", "lamb"]}}}, r"expects one of sgd, adam"),
+    ({"training": {"optimizer": {"choice": ["sgd", "lars"]}}}, r"expects one of sgd, adam"),
     ("depth", r"expected a mapping"),
 ])
 def test_bad_sections_name_the_field(section, message):

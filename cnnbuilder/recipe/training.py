@@ -26,18 +26,17 @@ from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from cnnbuilder.errors import RecipeError
+from cnnbuilder.recipe.augment_spec import (AUGMENT_OPTIONS, AUGMENTATIONS, MIXING, augment_item,
+                                             augment_label, augment_problem)
 from cnnbuilder.recipe.presets import PRESETS, apply_preset, preset_problem
 from cnnbuilder.recipe.vocabulary import did_you_mean
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "lamb")
 SCHEDULES = ("cosine", "step", "constant", "plateau")
-AUGMENTATIONS = ("crop", "flip", "translate", "randaugment", "mixup", "cutmix", "random_erasing")
 # ce: cross-entropy (integer labels, or the soft targets of mixup/cutmix); sparse_ce:
 # Keras' sparse cross-entropy, integer labels only; bce: binary cross-entropy per class
 # (Wightman et al. 2021, the RSB procedures).
 LOSSES = ("ce", "sparse_ce", "bce")
-# Augmentations that mix two images and their labels: the targets become soft.
-MIXING = ("mixup", "cutmix")
 # Stochastic depth's drop rate of unit l of L: linear (Huang et al. 2016, §3: the survival
 # probability falls linearly to 1 - drop_path at the last unit) or uniform (all the same).
 DROP_PATH_RULES = ("linear", "uniform")
@@ -131,84 +130,6 @@ def _numbers(value, accepts) -> bool:
 
 def _optional(accepts):
     return lambda v: v is None or accepts(v)
-
-
-def _fraction(v) -> bool:
-    return _number(v) and 0 <= v <= 1
-
-
-# Each augmentation's options: option -> (default, accepts, what it expects). Defaults are
-# timm's (RandAugment n=2 m=9 p=0.5; mixup 0.8 is timm's CLI default, 0.2 RSB-A1's: 0.2
-# here; CutMix 1.0 switching with probability 0.5; random erasing p=0.25, DeiT's).
-AUGMENT_OPTIONS: dict[str, dict[str, tuple]] = {
-    "crop": {}, "flip": {}, "translate": {},
-    "randaugment": {
-        "n": (2, lambda v: _integer(v) and 1 <= v <= 10, "an integer from 1 to 10 (ops per image)"),
-        "m": (9, lambda v: _number(v) and 0 <= v <= 10, "a number in [0, 10] (the magnitude)"),
-        "std": (0.0, lambda v: _number(v) and v >= 0, "a number >= 0 (the magnitude's noise)"),
-        "p": (0.5, _fraction, "a probability in [0, 1] (of each op)"),
-    },
-    "mixup": {"alpha": (0.2, lambda v: _number(v) and v > 0, "a number > 0 (Beta(alpha, alpha))")},
-    "cutmix": {
-        "alpha": (1.0, lambda v: _number(v) and v > 0, "a number > 0 (Beta(alpha, alpha))"),
-        "switch": (0.5, _fraction, "a probability in [0, 1] (of CutMix rather than mixup, "
-                                   "when both are on)"),
-    },
-    "random_erasing": {
-        "p": (0.25, _fraction, "a probability in [0, 1] (of erasing a box of an image)"),
-        "max_area": (1 / 3, lambda v: _number(v) and 0.02 < v < 1, "a fraction in (0.02, 1)"),
-    },
-}
-
-
-def augment_item(item) -> tuple[str, dict] | None:
-    """(name, options with defaults) of one `augment` entry (a name or a one-key mapping),
-    None when it is neither."""
-    if isinstance(item, str) and item in AUGMENT_OPTIONS:
-        return item, {k: spec[0] for k, spec in AUGMENT_OPTIONS[item].items()}
-    if isinstance(item, dict) and len(item) == 1:
-        (name, options), = item.items()
-        if name in AUGMENT_OPTIONS and isinstance(options, (dict, type(None))):
-            defaults = {k: spec[0] for k, spec in AUGMENT_OPTIONS[name].items()}
-            return name, {**defaults, **(options or {})}
-    return None
-
-
-def augment_problem(value) -> str | None:
-    """None when `value` is a good `augment` list, else the message body."""
-    expected = (f"a list of {', '.join(AUGMENTATIONS)}, each a name or a mapping of its "
-                "options (e.g. {mixup: {alpha: 0.2}})")
-    if not isinstance(value, (list, tuple)):
-        return f"augment = {value!r}: expected {expected}."
-    seen = set()
-    for item in value:
-        parsed = augment_item(item)
-        if parsed is None:
-            word = next(iter(item)) if isinstance(item, dict) and item else item
-            return (f"augment: {item!r}: expected {expected}."
-                    + (did_you_mean(word, AUGMENTATIONS) if isinstance(word, str) else ""))
-        name, options = parsed
-        if name in seen:
-            return f"augment: {name} is given twice."
-        seen.add(name)
-        for option, option_value in options.items():
-            if option not in AUGMENT_OPTIONS[name]:
-                known = ", ".join(AUGMENT_OPTIONS[name]) or "none"
-                return (f"augment: {name} has no option {option!r} (its options: {known})."
-                        + did_you_mean(option, AUGMENT_OPTIONS[name]))
-            _, accepts, what = AUGMENT_OPTIONS[name][option]
-            if not accepts(option_value):
-                return f"augment: {name} {option} = {option_value!r}: expected {what}."
-    return None
-
-
-def augment_label(item) -> str:
-    """An `augment` entry as a person reads it: ``crop``, ``mixup(alpha=0.2)``."""
-    parsed = augment_item(item)
-    if parsed is None:
-        return str(item)
-    name, options = parsed
-    return name + (f"({', '.join(f'{k}={v:g}' for k, v in options.items())})" if options else "")
 
 
 def _ema_problem(value) -> str | None:
