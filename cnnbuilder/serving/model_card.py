@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 
+from cnnbuilder.recipe.training import augment_label
+
 __all__ = ["MODEL_CARD", "model_card"]
 
 MODEL_CARD = "README.md"
@@ -117,7 +119,7 @@ def _training(metadata: dict) -> str:
                            if sizes.get(k) is not None)
         lines.append(f"- dataset: {run['dataset']}" + (f" ({counts} images)" if counts else ""))
     if run.get("augment") is not None:
-        lines.append(f"- augmentation: {', '.join(run['augment']) or 'none'}")
+        lines.append(f"- augmentation: {', '.join(map(augment_label, run['augment'])) or 'none'}")
     if resolved:
         momentum = (f", momentum {resolved['momentum']:g}"
                     + (" (Nesterov)" if resolved.get("nesterov") else "")
@@ -143,7 +145,7 @@ def _training(metadata: dict) -> str:
                   + (f" on {reference['dataset']}" if reference.get("dataset") else "")
                   + (f" ({reference['dataset_size']:,} training images)"
                      if reference.get("dataset_size") else "")
-                  + (f", augmentation {', '.join(reference['augment'])}"
+                  + (f", augmentation {', '.join(map(augment_label, reference['augment']))}"
                      if reference.get("augment") else "") + "."]
     departures = resolved.get("departures") or []
     if departures:
