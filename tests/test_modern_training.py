@@ -53,6 +53,32 @@ def test_the_weight_average_after_n_steps_is_the_formula(warmup):
         assert not np.allclose(average, np.asarray(trained))  # an average, not the weights
 
 
+def test_validation_and_the_best_model_use_the_averaged_weights():
+    """Validation scores the averages (Keras' SwapEMAWeights among the run's callbacks) and
+    the best epoch's model is saved with them, the trained weights restored after."""
+    from cnnbuilder.recipe.training_plan import layout
+    from cnnbuilder.training.callbacks import schedule_callbacks
+    from cnnbuilder.training.commit import averaged_weights
+
+    config = replace(TrainingConfig(), schedule="constant", ema={"decay": 0.5, "warmup": False})
+    assert any(isinstance(c, keras.callbacks.SwapEMAWeights)
+               for c in schedule_callbacks(config, layout(config, 4)))
+    assert not any(isinstance(c, keras.callbacks.SwapEMAWeights)
+                   for c in schedule_callbacks(TrainingConfig(), layout(TrainingConfig(), 4)))
+    model = _tiny_dense()
+    model.compile(optimizer=make_optimizer(config, 4), loss="mse")
+    x = np.random.default_rng(1).normal(size=(8, 3)).astype("float32")
+    for _ in range(3):
+        model.train_on_batch(x, np.zeros((8, 2), "float32"))
+    trained = [np.asarray(w) for w in model.trainable_weights]
+    averages = [np.asarray(a) for a in model.optimizer._model_variables_moving_average]
+    with averaged_weights(model):
+        for weight, average in zip(model.trainable_weights, averages):
+            np.testing.assert_array_equal(np.asarray(weight), average)
+    for weight, value in zip(model.trainable_weights, trained):
+        np.testing.assert_array_equal(np.asarray(weight), value)
+
+
 def test_drop_path_drops_whole_examples_at_its_rate_and_is_identity_in_inference():
     layer = DropPath(0.3, seed=1)
     x = np.ones((20_000, 2, 2, 3), "float32")
