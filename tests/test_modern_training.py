@@ -290,3 +290,55 @@ def test_a_resumed_ema_mixup_drop_path_run_equals_the_uninterrupted_one(tmp_path
             assert mine[key] == pytest.approx(value, rel=1e-4, abs=1e-6), (mine["epoch"], key)
     for mine, theirs in zip(resumed.model.weights, whole.model.weights):
         np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=1e-4, atol=1e-5)
+
+
+JAX_EMA = """
+import json, sys
+from dataclasses import replace
+import numpy as np, keras
+sys.path.insert(0, sys.argv[1])
+assert keras.backend.backend() == "jax"
+import cnnbuilder
+from cnnbuilder.recipe.training import TrainingConfig
+from cnnbuilder.training.optimizers import make_optimizer
+from helpers import TINY_RECIPE, write
+from pathlib import Path
+config = replace(TrainingConfig(), schedule="constant", weight_decay=0, ema={"decay": 0.8, "warmup": False})
+inputs = keras.Input((3,))
+model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+model.compile(optimizer=make_optimizer(config, 5), loss="mse", jit_compile=True)
+x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+expected = None
+for _ in range(5):
+    model.train_on_batch(x, np.ones((8, 2), "float32"))
+    w = [np.asarray(v) for v in model.trainable_weights]
+    expected = w if expected is None else [0.8 * a + 0.2 * b for a, b in zip(expected, w)]
+worst = max(float(np.max(np.abs(np.asarray(a) - e)))
+            for a, e in zip(model.optimizer._model_variables_moving_average, expected))
+recipe = write(Path(sys.argv[2]), "tiny.yaml", TINY_RECIPE)
+result = cnnbuilder.train(recipe, "digits", output=Path(sys.argv[2]) / "run", epochs=2, batch_size=64,
+                          verbose=0, tensorboard=False,
+                          training={"ema": {"decay": 0.9}, "drop_path": 0.2, "loss": "bce",
+                                    "augment": ["translate", "randaugment", "mixup", "cutmix"]})
+print(json.dumps({"worst": worst, "accuracy": result.metrics["test_accuracy"]}))
+"""
+
+
+@pytest.mark.slow
+def test_ema_mixup_and_drop_path_train_on_jax(tmp_path):
+    """Keras' EMA follows its formula in JAX's compiled step too, and a run with EMA,
+    stochastic depth and mixing trains to the end on JAX."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-c", JAX_EMA, str(Path(__file__).parent), str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["worst"] <= 1e-5
+    assert 0 <= report["accuracy"] <= 1 and (tmp_path / "run" / "model.keras").is_file()
+
