@@ -167,7 +167,9 @@ def describe(section: dict, *, name: str = "", overrides: dict | None = None, da
             unit, length = _length_of(section)
             before, origin = f"{_number(length)} {unit}", "the recipe" if section else "default"
         else:
-            before, origin = repr(section.get(key, defaults.get(key))), "the recipe" if key in section else "default"
+            before = section.get(key, defaults.get(key))
+            before = repr(None if key == "preset" and not before else before)
+            origin = "the recipe" if key in section else "default"
         departures.append(f"{key}: {value!r} (override; {origin}: {before})")
     if adapted and tuple(augment) != tuple(config.augment):
         departures.append(f"augment: {list(augment)} for {dataset} (the {'preset' if preset else 'recipe'}: "
