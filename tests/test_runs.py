@@ -119,27 +119,37 @@ def test_the_finished_model_loads_with_the_runs_optimizer_without_cnnbuilder(uni
     assert type(uninterrupted.model.optimizer).__name__ == "SGD"
 
 
-def test_a_recipe_is_loaded_and_planned_once_per_train(tiny, monkeypatch):
+def test_a_recipe_is_loaded_and_planned_once_per_train(tmp_path, monkeypatch):
+    """One load (which validates the recipe with its defaults) and one plan for the run."""
     from cnnbuilder.recipe.recipe import Recipe
     import cnnbuilder.zoo
 
-    counts = {"load": 0, "plan": 0}
-    plan, load = Recipe.plan, cnnbuilder.zoo.load_recipe
+    recipe = write(tmp_path, "fresh.yaml", TINY_RECIPE)  # a new file: no cached load
+    counts = {"load": 0, "plan": 0, "loading": 0}
+    plan, load, init = Recipe.plan, cnnbuilder.zoo.load_recipe, Recipe.__init__
+
+    def counting_init(self, *args, **kwargs):
+        counts["loading"] += 1
+        try:
+            return init(self, *args, **kwargs)
+        finally:
+            counts["loading"] -= 1
 
     def counting_plan(self, **kwargs):
-        counts["plan"] += 1
+        counts["plan"] += not counts["loading"]  # the load's own validation is no run plan
         return plan(self, **kwargs)
 
-    def counting_load(recipe):
-        counts["load"] += not isinstance(recipe, Recipe)  # a Recipe passed on is no load
-        return load(recipe)
+    def counting_load(source):
+        counts["load"] += not isinstance(source, Recipe)  # a Recipe passed on is no load
+        return load(source)
 
+    monkeypatch.setattr(Recipe, "__init__", counting_init)
     monkeypatch.setattr(Recipe, "plan", counting_plan)
     for name, module in list(sys.modules.items()):
         if name.startswith("cnnbuilder") and getattr(module, "load_recipe", None) is load:
             monkeypatch.setattr(module, "load_recipe", counting_load)
-    cnnbuilder.train(tiny, "digits", epochs=1, batch_size=256, verbose=0)
-    assert counts == {"load": 1, "plan": 1}
+    cnnbuilder.train(recipe, "digits", epochs=1, batch_size=256, verbose=0)
+    assert counts == {"load": 1, "plan": 1, "loading": 0}
 
 
 def test_history_values_are_numbers(tmp_path):

@@ -247,15 +247,12 @@ def given_arguments(recipe, plan) -> dict:
     return given
 
 
-def preflight(recipe, *, input_shape=None, classes=None, params=None) -> None:
-    """Check a recipe's model against the bound before any data is loaded (a huge
-    `input_shape` would otherwise first exhaust memory resizing the dataset): a skeleton,
-    dropped after the check."""
+def check_plan(recipe, plan, *, params: dict | None = None) -> None:
+    """Check the model of a resolved `plan` against the bound before anything is allocated
+    or any data is read at its size (a huge `input_shape` would otherwise first exhaust
+    memory resizing the dataset): a skeleton, dropped after the check."""
     from cnnbuilder.model.builder import build_planned
-    from cnnbuilder.zoo import load_recipe
 
-    recipe = load_recipe(recipe)
-    plan = recipe.plan(input_shape=input_shape, classes=classes, **(params or {}))
     try:
         with skeleton_scope():
             model = build_planned(recipe, plan, params=params)

@@ -12,7 +12,7 @@ command line before it picks the Keras backend) imports no Keras.
 import importlib
 
 _EXPORTS = {
-    "Job": "engine", "TrainResult": "run", "Run": "run", "prepare": "engine", "train": "edges",
+    "Job": "engine", "TrainResult": "run", "Run": "run", "prepare": "engine", "train": "engine",
     "compile_model": "optimizers", "learning_rate_schedule": "optimizers",
     "make_optimizer": "optimizers",
     "RunSettings": "settings", "default_augment": "settings", "steps_per_epoch": "settings",

@@ -32,6 +32,7 @@ from cnnbuilder.model.builder import build_planned
 from cnnbuilder.recipe.training_plan import Layout, layout
 from cnnbuilder.training import distribution, multihost
 from cnnbuilder.training.callbacks import EpochSeeds, schedule_callbacks
+from cnnbuilder.training.edges import check_keywords
 from cnnbuilder.training.freeze import FineTuning
 from cnnbuilder.training.optimizers import compile_model, loss_and_metrics
 from cnnbuilder.training.run import Run, TrainResult
@@ -184,6 +185,11 @@ def train(recipe_or_model, dataset="digits", *, output=None, training: dict | No
         history (numbers).
     """
     started = time.perf_counter()
+    given = dict(seed=seed, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                 weight_decay=weight_decay, input_shape=input_shape, output=output)
+    check_keywords(dataset, given)  # each bad value named by its keyword, nothing loaded yet
+    seed, epochs, batch_size, input_shape = (given[k] for k in ("seed", "epochs", "batch_size",
+                                                                 "input_shape"))
     # How the dataset was loaded: run.json records it, so an export reloads the same splits.
     data_options = dict(data_dir=None if data_dir is None else str(data_dir),
                         validation_split=validation_split, test_split=test_split,

@@ -21,6 +21,7 @@ from cnnbuilder.data.pipeline import batch_count
 from cnnbuilder.data.preprocess import DATASET
 from cnnbuilder.data.statistics import channel_statistics
 from cnnbuilder.errors import DataError, RecipeError
+from cnnbuilder.model import cost
 from cnnbuilder.recipe.presets import fit_problem
 from cnnbuilder.recipe.training import MIXING, TrainingConfig, augment_item, training_config
 from cnnbuilder.recipe.training_plan import dataset_augment, describe
@@ -124,6 +125,9 @@ class RunSettings:
                                **_with_dropout(recipe, config, params))
             plan = _with_drop_path(recipe, plan, config)
             resolved = plan.params
+            # The model's cost against the bound, before the data is read at its size.
+            with cost.batch_size_for_bound(config.batch_size):
+                cost.check_plan(recipe, plan, params=resolved)
         fine_tuning = FineTuning.create(recipe, plan, weights, freeze, keras_model=model)
         augment = config.augment if "augment" in training else default_augment(data.name, config)
         normalization = run_normalization(recipe, data, shape, weights_mode=fine_tuning.normalization,
