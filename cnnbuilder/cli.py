@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--training-preset", type=training_preset, metavar="NAME",
                    help="a modern training procedure on top of the recipe's paper training: "
-                        "rsb_a1, rsb_a2, rsb_a3 (ResNet strikes back; docs/training.md)")
+                        "rsb_a1, rsb_a2, rsb_a3 (ResNet strikes back; `cnnbuilder help training`)")
     p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--weight-decay", type=non_negative_float)
     p.add_argument("--augment", help="comma-separated crop,flip,translate or none")

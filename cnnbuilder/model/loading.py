@@ -215,7 +215,7 @@ def imagenet_file(recipe, top: bool, input_shape) -> tuple[Path, int | None]:
         f"ImageNet weights for {recipe.name} are not in the Keras cache and cannot be "
         f"downloaded here. Put the file keras.applications."
         f"{recipe.metadata['keras_application']} downloads, {paths[0].name}, at {paths[0]} "
-        "(or set KERAS_HOME), then retry (docs/fine_tuning.md)."
+        "(or set KERAS_HOME), then retry (`cnnbuilder help fine-tuning`)."
     )
 
 
