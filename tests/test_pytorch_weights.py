@@ -305,3 +305,36 @@ def test_resize_then_centre_crop_is_torchvisions(size):
     np.testing.assert_array_equal(preprocess_from_config(tf.constant(pixels), record).numpy(), ours)
     with pytest.raises(cnnbuilder.errors.DataError, match="crop_from"):
         preprocess(tf.constant(pixels), (224, 224, 3), crop_from=200)
+
+
+@pytest.mark.slow
+def test_train_starts_from_torchvision_weights_with_their_preprocessing(caches, tmp_path):
+    """`cnnbuilder train resnet18 --weights torchvision --freeze backbone`: the run builds
+    the weights' network, starts from the cached file (its frozen backbone unchanged by
+    training), normalizes as the weights were trained (`torch` mode) and records it."""
+    import json
+
+    from cnnbuilder import cli, runs
+
+    network = randomize(torchvision.models.resnet18())
+    save_torchvision(network, caches / "torch", "resnet18-f37072fd.pth")
+    out = tmp_path / "run"
+    status = cli.main(["train", "resnet18", "--dataset", "digits", "--weights", "torchvision",
+                       "--freeze", "backbone", "--input-shape", "32,32,3", "--epochs", "1",
+                       "--batch-size", "128", "--output", str(out), "--quiet", "--no-tensorboard"])
+    assert status == 0
+    record = json.loads((out / runs.RUN).read_text())
+    assert record["weights"] == "torchvision" and record["preprocessing"]["normalization"] == "torch"
+    model = cnnbuilder.load_model(out)
+    first = next(layer for layer in model.layers if layer.name.endswith("conv1") and layer.weights)
+    expected = network.conv1.weight.detach().numpy().transpose(2, 3, 1, 0)
+    np.testing.assert_allclose(np.asarray(first.weights[0]), expected, atol=1e-6)  # frozen, loaded
+
+
+def test_train_refuses_pytorch_weights_that_are_not_cached_offline(caches, tmp_path):
+    from cnnbuilder import cli
+
+    out = tmp_path / "run"
+    status = cli.main(["train", "resnet18", "--dataset", "digits", "--weights", "torchvision",
+                       "--input-shape", "32,32,3", "--epochs", "1", "--output", str(out)])
+    assert status == 2 and not out.exists()  # refused before anything is written

@@ -79,6 +79,7 @@ def export_metadata(source, fmt: str, class_names, input_shape, preprocessing,
         "recipe": run.get("recipe"),
         "params": run.get("params"),
         "dataset": run.get("dataset"),
+        "weights": run.get("weights"),  # what the run started from (the card's own section)
         "class_names": list(class_names),
         "num_classes": len(class_names),
         "input": model_input(input_shape, preprocessing),

@@ -25,6 +25,7 @@ from cnnbuilder import runs
 from cnnbuilder.errors import RecipeError, WeightsError
 from cnnbuilder.model.freeze import check_freeze, freeze, parse_freeze
 from cnnbuilder.model.loading import imagenet_file, weights_normalization
+from cnnbuilder.model.pretrained.sources import is_pytorch_weights
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,11 @@ class FineTuning:
                 raise RecipeError(f"`weights` are loaded into a recipe build; {keras_model.name} "
                                   "is a Keras model already (load its weights yourself).")
             return cls(None, names)
+        pytorch = is_pytorch_weights(weights)
         if weights == "imagenet":  # the file must be in the Keras cache before a byte is written
             imagenet_file(recipe, True, plan.input_shape)
+        elif pytorch:  # located by RunSettings.resolve; a file's path made absolute
+            weights = str(Path(weights).resolve()) if Path(str(weights)).is_file() else str(weights)
         elif weights is not None:
             if not isinstance(weights, (str, Path)) or not Path(weights).exists():
                 raise WeightsError(f"weights {weights!r} not found: give 'imagenet', a weights "
@@ -66,7 +70,8 @@ class FineTuning:
         if names is not None:
             sections = [s.stage if s.section == "stage" else s.section for s in plan.steps]
             check_freeze(list(dict.fromkeys(sections)), names, recipe.name)
-        normalization = weights_normalization(weights, recipe)
+        normalization = (_pytorch_normalization(recipe, weights) if pytorch
+                         else weights_normalization(weights, recipe))
         statistics = _recorded_statistics(weights) if normalization == "dataset" else None
         return cls(weights, names, normalization, statistics)
 
@@ -77,6 +82,15 @@ class FineTuning:
     def apply(self, model: keras.Model) -> tuple:
         """Freeze `model`'s stages (before it is compiled); the frozen stages."""
         return freeze(model, self.freeze)
+
+
+def _pytorch_normalization(recipe, weights) -> str | None:
+    """The input normalization PyTorch-world `weights` were trained with (their source's
+    mean and std: ``torch`` mode); None where the recipe has no source to say it."""
+    from cnnbuilder.model.pretrained.sources import weights_preprocessing
+
+    preprocessing = weights_preprocessing(recipe.name, weights)
+    return preprocessing["normalization"] if preprocessing else None
 
 
 def _recorded_statistics(weights: str) -> tuple:

@@ -11,6 +11,7 @@ computed once and recorded), else [0, 1].
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -20,8 +21,9 @@ from cnnbuilder.data import preprocessing_config
 from cnnbuilder.data.pipeline import batch_count
 from cnnbuilder.data.preprocess import DATASET
 from cnnbuilder.data.statistics import channel_statistics
-from cnnbuilder.errors import DataError, RecipeError
+from cnnbuilder.errors import DataError, RecipeError, WeightsError
 from cnnbuilder.model import cost
+from cnnbuilder.model.pretrained.sources import is_pytorch_weights
 from cnnbuilder.recipe.presets import fit_problem
 from cnnbuilder.recipe.training import MIXING, TrainingConfig, augment_item, training_config
 from cnnbuilder.recipe.training_plan import dataset_augment, describe
@@ -113,6 +115,10 @@ class RunSettings:
             resolved = {}
         else:
             recipe = load_recipe(recipe_or_model)
+            if is_pytorch_weights(weights):
+                # PyTorch-world weights need their network (resnet50's torchvision weights:
+                # resnet50_tv) and its params; the file must be there before a byte is written.
+                recipe, params = pytorch_network(recipe, weights, params)
             shape = tuple(input_shape) if input_shape else recipe.default_input_shape
             name = recipe.name
             config = training_config(recipe.training, where=f"training overrides of {name}",
@@ -240,6 +246,21 @@ def _with_drop_path(recipe, plan, config: TrainingConfig):
                           "units or dense layers whose branch stochastic depth could drop.")
     drop_path = {"rate": config.drop_path, "rule": config.drop_path_rule, "units": units}
     return replace(plan, defaults={**plan.defaults, "drop_path": drop_path})
+
+
+def pytorch_network(recipe, weights, params: dict) -> tuple:
+    """(the recipe PyTorch-world `weights` need, `params` with theirs) for a run starting
+    from them; the weights' file located (downloaded when online) or a WeightsError saying
+    where to put it."""
+    from cnnbuilder.model.pretrained.fetch import locate
+    from cnnbuilder.model.pretrained.load import pytorch_target, with_needed
+
+    target, needed, source, label = pytorch_target(recipe, weights)
+    if source is not None:
+        locate(source)
+    elif not Path(weights).is_file():
+        raise WeightsError(f"weights file {weights} not found.")
+    return target, with_needed(params, needed, label)
 
 
 def _with_dropout(recipe, config: TrainingConfig, params: dict) -> dict:

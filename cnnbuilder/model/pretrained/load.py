@@ -63,7 +63,7 @@ def build_pretrained(recipe, weights, *, params: dict, **kwargs):
     from cnnbuilder.model.builder import build
 
     target, needed, _, label = pytorch_target(recipe, weights)
-    params = _with_needed(params, needed, label)
+    params = with_needed(params, needed, label)
     model = build(target, **kwargs, **params)
     top = kwargs.get("include_top", True) and not kwargs.get("features_only")
     report = load_into(model, weights, target, include_top=top, params=params)
@@ -89,7 +89,7 @@ def load_into(model, weights, recipe, *, include_top: bool, params: dict):
         raise WeightsError(f"the weights {label} are for the network {target.name}, not "
                            f"{model.name}: build it with cnnbuilder.build({target.name!r}, "
                            f"weights={str(weights)!r}).")
-    params = _with_needed(params, needed, label)
+    params = with_needed(params, needed, label)
     path = locate(source) if source is not None else Path(weights)
     state = normalize_keys(read_state_dict(path))
     label = f"{label} ({path})" if source is not None else label
@@ -107,7 +107,7 @@ def load_into(model, weights, recipe, *, include_top: bool, params: dict):
     return copy_matching(donor, model, source=label)
 
 
-def _with_needed(params: dict, needed: dict, label: str) -> dict:
+def with_needed(params: dict, needed: dict, label: str) -> dict:
     """`params` with the values the weights need; a contradicting value is refused."""
     for key, value in needed.items():
         if key in params and params[key] != value:
