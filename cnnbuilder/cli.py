@@ -156,7 +156,8 @@ def cmd_export(args) -> int:
     names = check_class_names(args.class_names.split(","), "--class-names") if args.class_names else None
     path = export(args.source, args.output, format=args.format, quantize=args.quantize,
                   max_accuracy_drop=args.max_accuracy_drop, force=args.force,
-                  class_names=names, data_dir=args.data_dir)
+                  class_names=names, data_dir=args.data_dir,
+                  allow_unfinished=args.allow_unfinished)
     print(format_export_summary(path))
     return 0
 
@@ -301,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-accuracy-drop", type=non_negative_float, default=2.0, metavar="POINTS",
                    help="fail a quantized export losing more test accuracy than this (default 2 points)")
     p.add_argument("--force", action="store_true", help="replace an existing export")
+    p.add_argument("--allow-unfinished", action="store_true",
+                   help="export the best epoch so far of a run that has not finished (the card says so)")
     p.add_argument("--class-names", help="comma-separated labels (default: the run's)")
     p.add_argument("--data-dir", help="tensorflow-datasets data directory (to reload a tfds: run's data)")
     p.set_defaults(run=cmd_export)

@@ -236,3 +236,22 @@ def test_a_keras_model_gets_its_float_arrays_unchanged():
     assert result.metrics["epochs_run"] == 1
     with pytest.raises(cnnbuilder.DataError, match="NaN or infinite"):
         cnnbuilder.train(model, (np.full_like(x, np.nan), y), epochs=1, verbose=0)
+
+
+@pytest.mark.slow
+def test_an_unfinished_run_is_exported_only_when_asked_and_its_card_says_so(uninterrupted,
+                                                                            tmp_path):
+    import shutil
+
+    from cnnbuilder.serving.exporting import export
+
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted.output, run)
+    (run / runs.METRICS).unlink()  # as a run stopped after 3 of its 5 epochs leaves it
+    runs.atomic_write_json(run / runs.STATE, {**runs.fresh_state(), "epochs_done": 3})
+    with pytest.raises(RunError, match="unfinished run .3 epoch.s. finished.*--allow-unfinished"):
+        export(run, tmp_path / "models" / "tiny" / "1")
+    assert not (tmp_path / "models").exists()
+    version = export(run, tmp_path / "models" / "tiny" / "1", allow_unfinished=True)
+    assert json.loads((version / "metadata.json").read_text())["unfinished"] == {"epochs_done": 3}
+    assert "**Unfinished run**" in (version / "README.md").read_text()

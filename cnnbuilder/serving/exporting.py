@@ -69,6 +69,7 @@ def export(
     class_names: Sequence[str] | None = None,
     dataset=None,
     data_dir=None,
+    allow_unfinished: bool = False,
 ) -> Path:
     """Export a classifier to the version directory (or model file) `directory`.
 
@@ -91,6 +92,8 @@ def export(
         dataset: the data to check and calibrate on (a `load_dataset` spec or a loaded
             `Dataset`); default: the dataset ``run.json`` names.
         data_dir: TensorFlow Datasets' data directory, to reload a ``tfds:`` dataset.
+        allow_unfinished: export the best epoch so far of a run that has not finished
+            (no metrics.json); refused otherwise. Its metadata and model card say so.
 
     Returns:
         The version directory written, or the model file for a file `directory`.
@@ -98,7 +101,7 @@ def export(
     Raises:
         RunError: bad output path, existing export without `force`, a missing or
             unloadable model, a model that is not an (H, W, C) -> (K,) classifier, a
-            malformed run.json.
+            malformed run.json, an unfinished run without `allow_unfinished`.
         ExportError: unknown format or quantization, a quantization the format cannot
             do, or a file that fails its check.
     """
@@ -110,11 +113,12 @@ def export(
     with runs.exclusive(final.parent / f".{final.name}{runs.LOCK}", what="export",
                           transient=True):
         return _export(model_or_run, fmt, quantize, final, filename, max_accuracy_drop=max_accuracy_drop,
-                       force=force, class_names=class_names, dataset=dataset, data_dir=data_dir)
+                       force=force, class_names=class_names, dataset=dataset, data_dir=data_dir,
+                       allow_unfinished=allow_unfinished)
 
 
 def _export(model_or_run, fmt, quantize, final: Path, filename, *, max_accuracy_drop, force,
-            class_names, dataset, data_dir) -> Path:
+            class_names, dataset, data_dir, allow_unfinished) -> Path:
     """`export` once its arguments are checked and the version is held."""
     refuse = _refuse_existing if filename is None else _refuse_foreign
     # Fail before the slow part; checked again when publishing. A file export's directory
@@ -124,6 +128,7 @@ def _export(model_or_run, fmt, quantize, final: Path, filename, *, max_accuracy_
     elif not force:
         _refuse_existing(final)
     source = load_source(model_or_run)
+    unfinished = _unfinished(source, allow_unfinished)
     input_shape, num_classes = classifier_shape(source)
     names = resolve_class_names(class_names, source, num_classes)
     preprocessing = recorded_preprocessing(source, input_shape)
@@ -140,11 +145,30 @@ def _export(model_or_run, fmt, quantize, final: Path, filename, *, max_accuracy_
     with runs.staged_directory(final, replace=force, refuse=refuse) as staging:
         details = write(source.model, staging, names, input_shape, preprocessing, **options)
         metadata = export_metadata(source, fmt, names, input_shape, preprocessing, details)
+        if unfinished:
+            metadata["unfinished"] = unfinished
         metadata["files"] = [*metadata.get("files", []), MODEL_CARD]
         runs.atomic_write_json(staging / METADATA, metadata)
         runs.atomic_write_text(staging / MODEL_CARD, model_card(
             metadata, recipe=_recipe(metadata.get("recipe")), model=source.model))
     return final if filename is None else final / filename
+
+
+def _unfinished(source, allowed: bool) -> dict | None:
+    """What an export of an unfinished run records (``{"epochs_done": N}``); None for a
+    finished run or a model without one. A RunError unless `allowed`."""
+    if source.directory is None or source.metrics is not None \
+            or not (source.directory / runs.STATE).is_file():
+        return None  # no run, a finished one, or run files that `train` did not write
+    done = runs.epochs_done(source.directory)
+    if not allowed:
+        raise RunError(
+            f"{source.directory} holds an unfinished run ({done} epoch(s) finished, no "
+            f"{runs.METRICS}): its {runs.MODEL} is the best epoch so far, never evaluated on "
+            "the test split. Finish the run (rerun its train command), or pass "
+            "--allow-unfinished (allow_unfinished=True) to export it as it is; its model card "
+            "then says so.")
+    return {"epochs_done": done}
 
 
 def format_export_summary(directory) -> str:

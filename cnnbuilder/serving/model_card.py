@@ -111,7 +111,12 @@ def _training(metadata: dict) -> str:
     metrics = metadata.get("metrics") or {}
     if not run and not metrics:
         return "## Training procedure\n\nUnknown: the model came without a training run."
-    lines = ["## Training procedure", "", "This model's run:", ""]
+    lines = ["## Training procedure", ""]
+    if metadata.get("unfinished"):
+        lines += [f"**Unfinished run**: exported with --allow-unfinished after "
+                  f"{metadata['unfinished']['epochs_done']} finished epoch(s); the model is "
+                  "the best epoch so far, not evaluated on the test split.", ""]
+    lines += ["This model's run:", ""]
     resolved = run.get("resolved") or {}
     sizes = run.get("sizes") or {}
     if run.get("dataset"):
