@@ -68,7 +68,10 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
     """
     from cnnbuilder.model.pretrained.sources import is_pytorch_weights
 
-    if is_pytorch_weights(weights):
+    input_shape = checks.input_shape(input_shape)
+    classes = checks.classes(classes)
+    name = None if name is None else checks.name(name)
+    if is_pytorch_weights(weights):  # they build the network they need (resnet50_tv...)
         from cnnbuilder.model.pretrained.load import build_pretrained
 
         return build_pretrained(recipe, weights, params=params, include_top=include_top,
@@ -77,9 +80,6 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
                                 classifier_activation=classifier_activation, name=name,
                                 features_only=features_only, out_indices=out_indices)
     recipe = load_recipe(recipe)
-    input_shape = checks.input_shape(input_shape)
-    classes = checks.classes(classes)
-    name = None if name is None else checks.name(name)
     _check_arguments(recipe, include_top, weights, pooling, classes, classifier_activation)
     if out_indices is not None and not features_only:
         raise RecipeError(f"`out_indices` selects the outputs of `features_only=True`. "
