@@ -242,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "rsb_a1, rsb_a2, rsb_a3 (ResNet strikes back; `cnnbuilder help training`)")
     p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--weight-decay", type=non_negative_float)
-    p.add_argument("--augment", help="comma-separated crop,flip,translate or none")
+    p.add_argument("--augment", help="comma-separated crop,flip,translate,randaugment,mixup,cutmix,"
+                                     "random_erasing (their default options; --training "
+                                     "augment=[...] sets options) or none")
     p.add_argument("--mixed-precision", action="store_true", help="mixed precision (float16 on GPU, bfloat16 on CPU)")
     p.add_argument("--jit", action="store_true", help="compile the training step with XLA (TensorFlow; on JAX it always is)")
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
