@@ -135,9 +135,10 @@ def test_drop_path_also_drops_the_new_features_of_dense_layers():
     assert len(names) == 36 and all(name.endswith("_drop_path") for name in names)  # 3 × 12 layers
 
 
-def test_drop_path_on_a_network_without_branches_is_refused():
+@pytest.mark.parametrize("recipe", ["vgg16", "plain20"])
+def test_drop_path_on_a_network_without_branches_is_refused(recipe):
     with pytest.raises(RecipeError, match="no residual units or dense layers"):
-        _settings_model("vgg16", 0.1)
+        _settings_model(recipe, 0.1)
 
 
 def _batches(augment, epochs, seed=4):
@@ -290,6 +291,17 @@ def test_a_resumed_ema_mixup_drop_path_run_equals_the_uninterrupted_one(tmp_path
             assert mine[key] == pytest.approx(value, rel=1e-4, abs=1e-6), (mine["epoch"], key)
     for mine, theirs in zip(resumed.model.weights, whole.model.weights):
         np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=1e-4, atol=1e-5)
+    # The finished file: Identity in place of each DropPath, Keras' SGD with the run's EMA,
+    # loadable in safe mode where cnnbuilder is never imported.
+    code = ("import sys, keras\n"
+            f"m = keras.saving.load_model({str(out / 'model.keras')!r}, safe_mode=True)\n"
+            "assert not [k for k in sys.modules if k.startswith('cnnbuilder')]\n"
+            "kinds = {type(l).__name__ for l in m.layers if l.name.endswith('_drop_path')}\n"
+            "print(sorted(kinds), type(m.optimizer).__name__, m.optimizer.use_ema, m.optimizer.ema_momentum)\n")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.split()[-4:] == ["['Identity']", "SGD", "True", "0.9"]
 
 
 JAX_EMA = """

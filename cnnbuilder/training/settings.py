@@ -237,7 +237,9 @@ def _with_drop_path(recipe, plan, config: TrainingConfig):
     layers); a RecipeError where the network has none."""
     if not config.drop_path:
         return plan
-    units = sum(1 for step in plan.steps if step.block in ("identity", "convolutional", "bottleneck"))
+    # A unit without a shortcut (the plain nets) has no branch to drop: the whole path would go.
+    units = sum(1 for step in plan.steps if step.block in ("identity", "convolutional", "bottleneck")
+                and step.fields.get("shortcut") != "none")
     units += sum(int(step.fields.get("layers", 0)) for step in plan.steps if step.block == "dense")
     if not units:
         where = (recipe.document.where(("training", "drop_path")) if "drop_path" in recipe.training
