@@ -42,6 +42,7 @@ def _enhance_factor(level, sign):
 
 
 def _autocontrast(images, level, sign):
+    """Each channel stretched to [0, 1] (PIL's autocontrast)."""
     low = tf.reduce_min(images, axis=[1, 2], keepdims=True)
     high = tf.reduce_max(images, axis=[1, 2], keepdims=True)
     scaled = (images - low) / tf.maximum(high - low, 1e-6)
@@ -49,39 +50,47 @@ def _autocontrast(images, level, sign):
 
 
 def _invert(images, level, sign):
+    """1 - x."""
     return 1.0 - images
 
 
 def _posterize(images, level, sign):
+    """Keep 4 - int(4·level) bits of 8 (timm's posterize_increasing)."""
     # timm's posterize_increasing: 4 - int(4·level) bits kept of 8.
     shift = tf.pow(2.0, 8.0 - (4.0 - tf.floor(level * 4.0)))
     return tf.floor(images * 255.0 / shift) * shift / 255.0
 
 
 def _solarize(images, level, sign):
+    """Invert the pixels above 1 - level (timm's solarize_increasing)."""
     threshold = 1.0 - level  # timm's solarize_increasing: 256 - 256·level
     return tf.where(images < threshold, images, 1.0 - images)
 
 
 def _solarize_add(images, level, sign):
+    """Add up to 110/255 to the pixels below 128/255."""
     added = tf.clip_by_value(images + level * 110.0 / 255.0, 0.0, 1.0)
     return tf.where(images < 128.0 / 255.0, added, images)
 
 
 def _color(images, level, sign):
+    """Saturation: blend with the grey image by 1 ± 0.9·level."""
     return _blend(_gray(images), images, _enhance_factor(level, sign))
 
 
 def _contrast(images, level, sign):
+    """Contrast: blend with the image's mean grey by 1 ± 0.9·level."""
     mean = tf.reduce_mean(_gray(images), axis=[1, 2, 3], keepdims=True)
     return _blend(mean, images, _enhance_factor(level, sign))
 
 
 def _brightness(images, level, sign):
+    """Brightness: blend with black by 1 ± 0.9·level."""
     return _blend(tf.zeros_like(images), images, _enhance_factor(level, sign))
 
 
 def _sharpness(images, level, sign):
+    """Sharpness: blend with PIL's SMOOTH-filtered image by 1 ± 0.9·level."""
     # PIL's SMOOTH kernel; the border keeps its pixels, as PIL's ImageEnhance.Sharpness.
     channels = images.shape[-1]
     kernel = tf.constant([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0

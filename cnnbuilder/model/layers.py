@@ -252,6 +252,7 @@ class DropPath(keras.layers.Layer):
         self.supports_masking = True
 
     def call(self, inputs, training=False):
+        """`inputs` with whole examples zeroed (training) or as they are (inference)."""
         if not training or self.rate == 0:
             return inputs
         keep = 1.0 - self.rate
@@ -261,9 +262,11 @@ class DropPath(keras.layers.Layer):
         return inputs * mask / ops.cast(keep, inputs.dtype)
 
     def compute_output_shape(self, input_shape):
+        """The input's shape."""
         return input_shape
 
     def get_config(self) -> dict:
+        """The config Keras saves: rate and seed."""
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 

@@ -67,6 +67,7 @@ class SoftTargetLoss(keras.losses.Loss):
         self.label_smoothing = float(label_smoothing)
 
     def call(self, y_true, y_pred):
+        """Per-example loss of the (smoothed) targets against the softmax outputs."""
         targets = _targets(y_true, y_pred)
         if self.label_smoothing:
             classes = ops.cast(ops.shape(y_pred)[-1], y_pred.dtype)
@@ -78,6 +79,7 @@ class SoftTargetLoss(keras.losses.Loss):
         return keras.losses.categorical_crossentropy(targets, y_pred)
 
     def get_config(self) -> dict:
+        """The config Keras saves (kind and label smoothing included)."""
         return {**super().get_config(), "kind": self.kind, "label_smoothing": self.label_smoothing}
 
 
@@ -91,6 +93,7 @@ class SoftTargetAccuracy(keras.metrics.MeanMetricWrapper):
         super().__init__(fn=_soft_accuracy, name=name, dtype=dtype)
 
     def get_config(self) -> dict:
+        """Name and dtype: the function is fixed."""
         return {"name": self.name, "dtype": self.dtype}
 
 

@@ -106,6 +106,7 @@ class EMAWarmup:
     `num_updates`). The first step's average is the weights themselves, as Keras'."""
 
     def _update_model_variables_moving_average(self, trainable_variables):
+        """Keras' EMA update with the warmed-up decay of this step."""
         if not self.use_ema:
             return
         step = ops.cast(self.iterations, "float32")
