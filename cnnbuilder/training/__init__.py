@@ -1,9 +1,10 @@
 """The training engine used by `train`, every tuning trial and fine-tuning alike.
 
-`prepare` checks a recipe (or Keras model), its data and training settings into a `Job`;
-`Job.build`, `Job.compile`, `Job.fit` and `Job.evaluate` are the steps every caller
-takes; `train` adds the resumable run directory (`cnnbuilder.runs`, `commit`); `multihost` joins
-the processes of a run over several hosts.
+`prepare` resolves a recipe (or Keras model), its data and training settings once
+(`settings.RunSettings.resolve`) into a `Job`; `Job.build`, `Job.compile`, `Job.fit` and
+`Job.evaluate` are the steps every caller takes; `train` adds the resumable run directory
+(`cnnbuilder.runs`, `commit`, `run`); `multihost` joins the processes of a run over
+several hosts.
 
 The names below load on first use, so `cnnbuilder.training.multihost` (read by the
 command line before it picks the Keras backend) imports no Keras.
