@@ -545,9 +545,14 @@ def recorded_preprocessing(model: Path) -> dict | None:
     """The preprocessing record (``run.json``'s ``"preprocessing"``, the raw dictionary
     `cnnbuilder.data.preprocessing_config` wrote) of the run `model` belongs to; None
     when it belongs to no run or its run recorded none."""
-    record = run_record(model) or {}
-    preprocessing = record.get("preprocessing")
+    return preprocessing_in(run_record(model), run_directory(model))
+
+
+def preprocessing_in(record: dict | None, directory: Path | None) -> dict | None:
+    """The preprocessing record in a run.json already read (`record`, from `directory`);
+    None when there is none."""
+    preprocessing = (record or {}).get("preprocessing")
     if preprocessing is not None and not isinstance(preprocessing, dict):
-        raise RunError(f"{run_directory(model) / RUN}: its preprocessing record is "
-                       f"{preprocessing!r}, not a JSON object.")
+        raise RunError(f"{directory / RUN}: its preprocessing record is {preprocessing!r}, "
+                       "not a JSON object.")
     return preprocessing

@@ -55,9 +55,9 @@ def load_source(model_or_run) -> Source:
     # Only a model.keras beside its run.json is known to belong to the run files there.
     directory = runs.run_directory(model_file)
     if directory is not None:
-        run = runs.read_json(directory / runs.RUN, what="run description")
+        run = runs.run_record(model_file)
         metrics = runs.read_json(directory / runs.METRICS, what="training metrics")
-        preprocessing = runs.recorded_preprocessing(model_file)
+        preprocessing = runs.preprocessing_in(run, directory)
     return Source(model=_load_keras_model(model_file), path=path, run=run, metrics=metrics,
                   directory=directory, preprocessing=preprocessing)
 
