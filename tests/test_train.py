@@ -52,6 +52,11 @@ def test_learning_rate_schedules():
     assert [float(step(i)) for i in (0, 19, 21, 31)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
     cosine = learning_rate_schedule(training_config({"schedule": "cosine", "epochs": 4}), 10)
     assert float(cosine(0)) == pytest.approx(0.1) and float(cosine(40)) == pytest.approx(0.0, abs=1e-6)
+    # Jégou et al. 2017: "an exponential decay of 0.995 after each epoch".
+    exponential = learning_rate_schedule(training_config(
+        {"schedule": "exponential", "step_factor": 0.995, "epochs": 6, "learning_rate": 1e-3}), 4)
+    assert [float(exponential(i)) for i in (0, 3, 4, 11, 12, 23)] == pytest.approx(
+        [1e-3, 1e-3, 1e-3 * 0.995, 1e-3 * 0.995 ** 2, 1e-3 * 0.995 ** 3, 1e-3 * 0.995 ** 5], rel=1e-6)
 
 
 # ----------------------------------------------------------------------------- the paper's training

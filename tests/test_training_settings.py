@@ -143,3 +143,12 @@ def test_describe_a_recipe_without_a_section():
     report = describe({}, name="mine")
     assert any("generic defaults" in line for line in report["departures"])
     assert set(report["sources"].values()) == {"default"}
+
+
+
+def test_an_exponential_schedule_steps_after_every_epoch():
+    # Jégou et al. 2017: "an exponential decay of 0.995 after each epoch".
+    config = training_config({"schedule": "exponential", "step_factor": 0.995, "epochs": 6})
+    assert layout(config, 4).boundaries == (4, 8, 12, 16, 20)
+    # --epochs keeps the decay per epoch: the paper's rate after each epoch, not its total.
+    assert layout(training_config({"schedule": "exponential", "epochs": 3}), 2).boundaries == (2, 4)

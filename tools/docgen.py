@@ -144,7 +144,8 @@ TRAINING_DOCS = {
                   "another dataset than `dataset` the run lasts as many epochs as the paper's "
                   "(iterations · batch_size / dataset_size).",
     "schedule": "`cosine` decay to 0 over the run, `step` (multiply by `step_factor` at each "
-                "boundary), `constant`, or `plateau` (multiply by `step_factor` when the "
+                "boundary), `exponential` (multiply by `step_factor` after every unit of the recipe: "
+                "Jégou et al.'s 0.995 per epoch), `constant`, or `plateau` (multiply by `step_factor` when the "
                 "validation accuracy has not improved for `plateau_patience` epochs, at most "
                 "`plateau_reductions` times: Keras' `ReduceLROnPlateau`).",
     "boundaries": "Where a `step` schedule decays, in the run's unit (He et al.: `[32000, 48000]` "
@@ -153,7 +154,7 @@ TRAINING_DOCS = {
                "`[0.5, 0.75]`); used when there are no `boundaries`.",
     "step_every": "A `step` schedule that decays every so many units (Szegedy et al.: 4% every 8 "
                   "epochs); 0: off.",
-    "step_factor": "Factor a `step` or `plateau` schedule multiplies the rate by.",
+    "step_factor": "Factor a `step`, `exponential` or `plateau` schedule multiplies the rate by.",
     "warmup": "Length of the warm-up, in the run's unit: a linear ramp from 0, or "
               "`warmup_learning_rate` until it ends.",
     "warmup_learning_rate": "The rate during the warm-up (He et al.'s ResNet-110: 0.01); "

@@ -32,7 +32,7 @@ from cnnbuilder.recipe.presets import PRESETS, apply_preset, preset_problem
 from cnnbuilder.recipe.vocabulary import did_you_mean
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "lamb")
-SCHEDULES = ("cosine", "step", "constant", "plateau")
+SCHEDULES = ("cosine", "step", "exponential", "constant", "plateau")
 # ce: cross-entropy (integer labels, or the soft targets of mixup/cutmix); sparse_ce:
 # Keras' sparse cross-entropy, integer labels only; bce: binary cross-entropy per class
 # (Wightman et al. 2021, the RSB procedures).

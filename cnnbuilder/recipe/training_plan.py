@@ -86,7 +86,10 @@ def layout(config: TrainingConfig, steps_per_epoch: int, dataset: str = "") -> L
         unit, length = "epochs", epochs
     per_unit = steps_per_epoch if unit == "epochs" else 1
     total = max(1, int(round(length * per_unit)))
-    if config.schedule == "step":
+    if config.schedule == "exponential":  # ×step_factor after every unit (Jégou et al.: 0.995 per epoch)
+        every = 1 if unit == config.unit else length / config.length  # one recipe unit
+        boundaries = [every * i for i in range(1, int(math.ceil(length / every)))]
+    elif config.schedule == "step":
         if every:
             boundaries = [every * i for i in range(1, int(math.ceil(length / every)))]
         elif not boundaries:
@@ -186,6 +189,8 @@ def describe(section: dict, *, name: str = "", overrides: dict | None = None, da
                   "until_error": config.warmup_until_error}
     schedule = {"type": config.schedule, "boundaries": [_number(b) for b in plan.unit_boundaries],
                 "factor": config.step_factor, "warmup": warmup}
+    if config.schedule == "exponential":  # a decay after every unit: the rule, not the list
+        schedule.update(boundaries=[], every=_number(plan.unit_boundaries[0] if plan.unit_boundaries else plan.length))
     if config.schedule == "plateau":
         schedule.update(patience=config.plateau_patience, reductions=config.plateau_reductions)
     return {

@@ -92,7 +92,8 @@ def learning_rate_schedule(config: TrainingConfig, steps_per_epoch: int, dataset
 
     `cosine` decays to 0 over the run after a linear warm-up; `step` multiplies the rate by
     `step_factor` at each boundary (He et al. 2016: divide by 10 at 32k and 48k of 64k
-    iterations); `constant` and `plateau` start at the rate.
+    iterations); `exponential` multiplies it by `step_factor` after every epoch (or
+    iteration: the recipe's unit; Jégou et al. 2017: 0.995 per epoch); `constant` and `plateau` start at the rate.
     """
     plan = plan or plan_layout(config, steps_per_epoch, dataset)
     rate, warmup = config.learning_rate, plan.warmup_steps
@@ -103,7 +104,8 @@ def learning_rate_schedule(config: TrainingConfig, steps_per_epoch: int, dataset
             warmup_target=rate if warmup else None, warmup_steps=warmup)
     if config.schedule in ("constant", "plateau") and not warmup:
         return rate
-    return PaperSchedule(rate, plan.total_steps, decay=config.schedule, boundaries=plan.boundaries,
+    decay = "step" if config.schedule == "exponential" else config.schedule  # a step every unit
+    return PaperSchedule(rate, plan.total_steps, decay=decay, boundaries=plan.boundaries,
                          factor=config.step_factor, warmup_steps=warmup,
                          warmup_learning_rate=config.warmup_learning_rate)
 
