@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numbers
 import os
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -18,6 +19,11 @@ import tensorflow as tf
 
 from cnnbuilder.data.arrays import load_arrays
 from cnnbuilder.data.folders import load_folder
+from cnnbuilder.data.segmentation import (
+    digits_segmentation,
+    is_segmentation_folder,
+    load_segmentation_folder,
+)
 from cnnbuilder.data.splits import FIXED_SPLIT_STATE, Dataset, split_size, stratified_split, take
 from cnnbuilder.data.tfds import load_tfds
 from cnnbuilder.errors import DataError
@@ -27,7 +33,10 @@ __all__ = ["SPEC_FORMS", "Dataset", "load_dataset", "split_size"]
 SPEC_FORMS = (
     "'digits' (scikit-learn's bundled 8x8 handwritten digits, resized to 32x32), "
     "'tfds:NAME' (a TensorFlow Datasets name such as tfds:cifar10), "
-    "'folder:PATH' (a folder with one sub-folder of images per class), "
+    "'digits-seg' (digits as a segmentation teaching set: background or the digit's class "
+    "per pixel), "
+    "'folder:PATH' (a folder with one sub-folder of images per class, or images/ and masks/ "
+    "for segmentation), "
     "or, from Python, NumPy arrays (x, y) or {'train': (x, y), 'test': (x, y)}"
 )
 
@@ -46,7 +55,8 @@ def load_dataset(
     """Load a dataset from a spec.
 
     Args:
-        spec: ``"digits"``, ``"tfds:NAME"``, ``"folder:PATH"``, a tuple ``(x, y)`` of
+        spec: ``"digits"``, ``"digits-seg"``, ``"tfds:NAME"``, ``"folder:PATH"`` (a folder
+            with ``images/`` and ``masks/`` is a segmentation set, `cnnbuilder.data.segmentation`), a tuple ``(x, y)`` of
             NumPy arrays, or a dict ``{"train": (x, y), "test": (x, y)}`` with an
             optional ``"validation"`` entry.
         data_dir: where TensorFlow Datasets looks for prepared sets (tfds only).
@@ -97,9 +107,14 @@ def _load_named(
     kind, sep, rest = spec.partition(":")
     if spec == "digits":
         return _load_digits(validation_split, test_split)
+    if spec == "digits-seg":
+        return digits_segmentation(_load_digits(validation_split, test_split))
     if sep and kind == "tfds":
         return load_tfds(rest.strip(), data_dir, validation_split, test_split)
     if sep and kind == "folder":
+        root = Path(rest.strip()).expanduser().resolve()
+        if rest.strip() and is_segmentation_folder(root):
+            return load_segmentation_folder(root, validation_split, test_split, skip_bad_images)
         return load_folder(rest.strip(), validation_split, test_split, skip_bad_images)
     raise DataError(f"Unknown dataset spec {spec!r}. Expected {SPEC_FORMS}.")
 

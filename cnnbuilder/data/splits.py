@@ -35,6 +35,14 @@ class Dataset:
     (H, W, C) of the stored images; H and W are None when the images differ in size.
     ``skipped`` lists the image files left out as unusable (a folder loaded with
     ``skip_bad_images=True``); it is empty otherwise.
+
+    ``task`` is ``"classification"`` (the default: one int label per image) or
+    ``"segmentation"``: each split's labels are then masks, uint8 (N, H, W) label maps in
+    memory, or uint8 (H, W) per example in a tf.data split (folders are streamed as their
+    images are), each pixel a class index or ``ignore_label`` (a void label such as 255,
+    left out of the loss and the metrics; None: every pixel is labelled). ``palette``
+    gives an (r, g, b) colour per class where the dataset has one (colour masks), for
+    writing masks back as images; None otherwise. See ``docs/segmentation.md``.
     """
 
     name: str
@@ -44,6 +52,9 @@ class Dataset:
     validation: Split
     test: Split
     skipped: tuple[str, ...] = ()
+    task: str = "classification"
+    ignore_label: int | None = None
+    palette: tuple[tuple[int, int, int], ...] | None = None
 
     @property
     def num_classes(self) -> int:
