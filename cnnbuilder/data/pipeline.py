@@ -49,8 +49,12 @@ def make_pipeline(
     std: Sequence[float] | None = None,
     shard: tuple[int, int, int] | None = None,
     epochs: tuple[int, int] | None = None,
+    ignore_label: int | None = None,
+    class_weights: Sequence[float] | None = None,
 ) -> tf.data.Dataset:
-    """Batches of (float32 model input shaped like `input_shape`, int labels).
+    """Batches of (float32 model input shaped like `input_shape`, int labels); of a
+    segmentation split (masks as labels), (images, int32 (B, H, W) masks, float32 (B, H, W)
+    pixel weights), see `cnnbuilder.data.seg_pipeline`.
 
     Args:
         split: ``(x, y)`` arrays or a tf.data split of a `Dataset`.
@@ -75,6 +79,10 @@ def make_pipeline(
             position) (see the module docstring; pass ``steps_per_epoch=batch_count(...)``
             to ``fit``). Needs a split of known size. Without it, each pass over the
             pipeline is shuffled anew from a seeded stream.
+        ignore_label: segmentation only: the mask value left out (weight 0; the dataset's
+            `Dataset.ignore_label`, e.g. 255), or None.
+        class_weights: segmentation only: a weight per class, the pixel weight of each
+            labelled pixel (None: 1).
 
     Returns:
         A prefetching ``tf.data.Dataset``.
@@ -86,6 +94,17 @@ def make_pipeline(
     check_normalization(normalization, check_input_shape(input_shape)[2], **stats)
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise DataError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    from cnnbuilder.data.seg_pipeline import is_segmentation_split, make_segmentation_pipeline
+
+    if is_segmentation_split(split):
+        return make_segmentation_pipeline(
+            split, input_shape=input_shape, batch_size=batch_size, training=training,
+            augment=augment, seed=seed, repeat=repeat, normalization=normalization,
+            stats=stats, shard=shard, epochs=epochs, ignore_label=ignore_label,
+            class_weights=class_weights)
+    if ignore_label is not None or class_weights is not None:
+        raise DataError("ignore_label and class_weights are for segmentation splits (masks "
+                        "as labels); this split has one label per image.")
     names = augmentation_names(augment) if training else []
     options = dict(input_shape=input_shape, batch_size=batch_size, training=training,
                    names=names, seed=seed, repeat=repeat, normalization=normalization,
@@ -169,13 +188,13 @@ def shard_batches(batches: tf.data.Dataset, index: int, processes: int,
     """
     devices = processes * devices_per_process
 
-    def rows(images, labels):
-        per_process = (tf.shape(images)[0] // devices) * devices_per_process
+    def rows(*batch):  # (images, labels), or a segmentation's (images, masks, weights)
+        per_process = (tf.shape(batch[0])[0] // devices) * devices_per_process
         start = index * per_process
-        return images[start:start + per_process], labels[start:start + per_process]
+        return tuple(part[start:start + per_process] for part in batch)
 
     return batches.map(rows, num_parallel_calls=tf.data.AUTOTUNE).filter(
-        lambda images, labels: tf.shape(images)[0] > 0)
+        lambda *batch: tf.shape(batch[0])[0] > 0)
 
 
 def _convert_batch(input_shape, normalization: str, stats: dict):

@@ -109,7 +109,7 @@ def load_segmentation_folder(root: Path, validation_split: float, test_split: fl
             "files, or pass skip_bad_images=True (cnnbuilder train --skip-bad-images) to leave "
             "those pairs out.")
     usable = {split: [p for p in found if p[0] in headers] for split, found in pairs.items()}
-    if not any(usable.values()) or not usable.get("train"):
+    if not (usable.get("train") or usable.get("all")):
         raise DataError(f"Segmentation folder {root} has no usable image/mask pairs for "
                         "training (images/ and masks/ with files of the same name).")
     sizes = {headers[image] for found in usable.values() for image, _ in found}
