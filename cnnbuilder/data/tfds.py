@@ -1,4 +1,5 @@
-"""TensorFlow Datasets image-classification sets (``tfds:NAME``).
+"""TensorFlow Datasets image-classification sets (``tfds:NAME``); the sets with a
+segmentation mask (``oxford_iiit_pet``) are `cnnbuilder.data.tfds_seg`'s.
 
 A set must be prepared on disk: nothing is downloaded at run time. It is read into
 memory as NumPy arrays when it is small enough (cifar10: 60k images, 184 MB), otherwise
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnbuilder.data.tfds_seg import is_segmentation_set, load_tfds_segmentation
 from cnnbuilder.data.splits import FIXED_SPLIT_STATE, Dataset, Split, stratified_split, take
 from cnnbuilder.errors import DataError
 
@@ -38,6 +40,8 @@ def load_tfds(name: str, data_dir, validation_split: float, test_split: float) -
     builder = _tfds_builder(tfds, name, data_dir)
     _ensure_prepared(builder, name)
     info = builder.info
+    if is_segmentation_set(info):  # e.g. oxford_iiit_pet: `cnnbuilder.data.tfds_seg`
+        return load_tfds_segmentation(builder, name, validation_split, test_split)
     image_key, label_key = _supervised_keys(info, name)
     names = list(info.features[label_key].names)
     image_shape = tuple(info.features[image_key].shape)
