@@ -95,6 +95,10 @@ TOP_LEVEL_DOCS = {
             "(see [tune](#tune-search-spaces)).",
     "training": "The paper's optimizer, schedule, batch size and augmentation "
                 "(see [training](#training-settings)).",
+    "features": "The feature maps `build(..., features_only=True)` returns, in network order: "
+                "step names, stage names (the stage's last output), `{step: NAME}`, "
+                "`{stage: NAME}`, `{stage: NAME, last: BLOCK}` or `{stage: NAME, index: N}`; default: the stage ends "
+                "(see [features](#features-feature-taps)).",
 }
 METADATA_DOCS = {
     "family": "Groups recipes in `cnnbuilder list` (e.g. `resnet_cifar`, `densenet`).",

@@ -17,9 +17,10 @@ from keras import layers
 from cnnbuilder.model import cost
 from cnnbuilder.model.blocks import BLOCK_FUNCTIONS
 from cnnbuilder.model.factory import LayerFactory
-from cnnbuilder.model.features import STAGE_ATTRIBUTE, layer_strides, select_stages, stage_outputs
+from cnnbuilder.model.features import STAGE_ATTRIBUTE, layer_strides, stage_outputs, tap_outputs
 from cnnbuilder.errors import RecipeError, WeightsError
 from cnnbuilder.recipe import Plan, Recipe, checks
+from cnnbuilder.recipe.taps import select_taps
 from cnnbuilder.recipe.vocabulary import ACTIVATIONS
 from cnnbuilder.zoo import load_recipe
 
@@ -51,11 +52,12 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
         classes: classifier outputs; defaults to the recipe's own (1000 for ImageNet).
         classifier_activation: the head's activation ("softmax", None for logits, ...).
         name: the model name; defaults to the recipe's.
-        features_only: return a model whose outputs are the ends of the stages (see
-            `feature_info`); implies no top.
-        out_indices: with `features_only`, the stages to output, by index (0 is the
-            first stage after the stem; negative from the end); default all. The model
-            ends at the last one chosen.
+        features_only: return a model whose outputs are the recipe's feature taps (its
+            `features:` list, timm's feature_info for the networks timm has; by default
+            the ends of the stages; see `feature_info`); implies no top.
+        out_indices: with `features_only`, the feature maps to output, by index into
+            the taps as timm's `out_indices` (negative from the end); default all. The
+            model ends at the last one chosen.
         **params: overrides of the recipe's params (`build("densenet121", growth_rate=12)`).
 
     Returns:
@@ -135,9 +137,11 @@ def _functional_model(recipe, plan, input_tensor, include_top, pooling, features
     else:
         inputs = layers.Input(tensor=input_tensor, shape=shape, name="input")
         x = inputs
-    x, stage_ends = apply_plan(plan, x)
+    taps = select_taps(recipe.feature_taps(plan), out_indices) if features_only else []
+    step_outputs = {}
+    x, _ = apply_plan(plan, x, step_outputs)
     if features_only:
-        outputs = [stage_ends[stage] for stage in select_stages(list(plan.stages), out_indices)]
+        outputs = tap_outputs(taps, step_outputs)
     elif not include_top and pooling == "avg":
         outputs = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     elif not include_top and pooling == "max":
@@ -149,12 +153,14 @@ def _functional_model(recipe, plan, input_tensor, include_top, pooling, features
     return keras.Model(inputs, outputs, name=name or recipe.name)
 
 
-def apply_plan(plan: Plan, x):
+def apply_plan(plan: Plan, x, step_outputs: dict | None = None):
     """Apply every step of a plan to `x`, one block function per step.
 
     Args:
         plan: a resolved `Plan` (its steps, block fields, layer names and defaults).
         x: the input tensor.
+        step_outputs: a dict to fill with every step's output tensor, by step name (the
+            feature taps of `features_only` are read from it).
 
     Every layer a step creates is tagged with its stage (`features.STAGE_ATTRIBUTE`:
     ``"stem"``, the stage name or ``"head"``), which freezing by stage reads.
@@ -176,6 +182,8 @@ def apply_plan(plan: Plan, x):
         _tag_layers(before, x, section)
         if step.section == "stage":
             stage_ends[step.stage] = x
+        if step_outputs is not None:
+            step_outputs[step.name] = x
     return x, stage_ends
 
 

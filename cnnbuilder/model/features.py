@@ -1,9 +1,12 @@
-"""Feature maps of a network: where each stage ends and at what stride.
+"""Feature maps of a network: which step outputs a backbone gives and at what stride.
 
 `build(..., features_only=True, out_indices=...)` returns a model whose outputs are the
-ends of the chosen stages; `feature_info` describes them as timm's `feature_info` does
-(stage, channels, reduction), so a detection or segmentation head can be attached
-without reading the recipe. `stage_outputs` is the older description by layer name.
+recipe's feature taps (`cnnbuilder.recipe.taps`: its `features:` list, which for the
+networks timm has is timm's `feature_info`, e.g. a ResNet's stem ReLU at /2 then its four
+stages; by default the ends of the stages), `out_indices` picking among them as in timm.
+`feature_info` describes them as timm's `feature_info` does (stage, channels, reduction,
+and the module/layer that produces each), so a detection or segmentation head can be
+attached without reading the recipe. `stage_outputs` is the older description by layer name.
 
 Every layer a recipe build creates carries the plan section it came from (`STAGE_ATTRIBUTE`:
 ``"stem"``, a stage name, or ``"head"``): freezing by stage and `feature_info` read it.
@@ -17,6 +20,9 @@ from cnnbuilder.errors import RecipeError
 
 # The attribute `apply_plan` sets on every layer it creates: the name of its stage.
 STAGE_ATTRIBUTE = "cnnbuilder_stage"
+# The attribute a features_only build sets on the layer producing a feature map: the
+# tap's name as the recipe declares it (`feature_info`'s `module`).
+FEATURE_ATTRIBUTE = "cnnbuilder_feature"
 
 
 def feature_info(model: keras.Model) -> list[dict]:
@@ -26,17 +32,34 @@ def feature_info(model: keras.Model) -> list[dict]:
         model: a functional model, typically `build(recipe, features_only=True)`.
 
     Returns:
-        One dict per model output, in output order: ``stage`` (the recipe's stage name,
-        or the producing layer's name for a model not built from a recipe), ``channels``
-        (its last dimension) and ``reduction`` (the cumulative stride, see `layer_strides`).
+        One dict per model output, in output order: ``stage`` (the recipe's stage name
+        the output is in, ``"stem"`` for a tap in the stem, or the producing layer's name
+        for a model not built from a recipe), ``channels`` (its last dimension),
+        ``reduction`` (the cumulative stride, see `layer_strides`), ``layer`` (the Keras
+        layer that produces it) and ``module`` (the tap's name in the recipe's
+        `features:`, e.g. ``stem_activation1`` or ``conv2``; the layer name when unknown,
+        e.g. after the model was saved and loaded).
     """
     strides = layer_strides(model)
     info = []
     for tensor in model.outputs:
         layer = tensor._keras_history.operation
         info.append({"stage": layer_stage(layer) or layer.name, "channels": tensor.shape[-1],
-                     "reduction": strides.get(layer.name)})
+                     "reduction": strides.get(layer.name), "layer": layer.name,
+                     "module": getattr(layer, FEATURE_ATTRIBUTE, None) or layer.name})
     return info
+
+
+def tap_outputs(taps, step_outputs: dict) -> list:
+    """The output tensors of the feature `taps` (`cnnbuilder.recipe.taps.Tap`), read from
+    `step_outputs` (`{step name: tensor}`, as `apply_plan` fills it); the layer producing
+    each is marked with the tap's name for `feature_info`."""
+    outputs = []
+    for tap in taps:
+        tensor = step_outputs[tap.step]
+        setattr(tensor._keras_history.operation, FEATURE_ATTRIBUTE, tap.name)
+        outputs.append(tensor)
+    return outputs
 
 
 def stage_outputs(model: keras.Model) -> list[dict]:
@@ -119,5 +142,5 @@ def layer_strides(model: keras.Model) -> dict[str, int]:
     return strides
 
 
-__all__ = ["STAGE_ATTRIBUTE", "feature_info", "layer_stage", "layer_strides", "select_stages",
+__all__ = ["FEATURE_ATTRIBUTE", "STAGE_ATTRIBUTE", "feature_info", "tap_outputs", "layer_stage", "layer_strides", "select_stages",
            "stage_outputs"]

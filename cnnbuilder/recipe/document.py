@@ -19,6 +19,7 @@ from cnnbuilder.recipe.vocabulary import did_you_mean
 TOP_LEVEL_KEYS = (
     "name", "description", "reference", "metadata", "extends", "params", "defaults",
     "stem", "stages", "head", "tune", "training",
+    "features",
 )
 # A chain of `extends` longer than this is refused (the shipped ones are at most 3 deep).
 MAX_EXTENDS = 16

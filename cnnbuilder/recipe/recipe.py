@@ -10,6 +10,7 @@ from cnnbuilder.recipe.document import Document
 from cnnbuilder.recipe.params import argument_label, argument_name
 from cnnbuilder.recipe.presets import fit_problem
 from cnnbuilder.recipe.resolve import Plan, resolve
+from cnnbuilder.recipe.taps import Tap, feature_taps
 from cnnbuilder.recipe.training import check_settings
 from cnnbuilder.recipe.vocabulary import did_you_mean
 
@@ -61,6 +62,9 @@ class Recipe:
         self.tune: dict = data.get("tune") or {}
         # Validate now, with the defaults, so a broken recipe fails when it is loaded.
         self.default_plan = self.plan()
+        # `features:` is checked on the default plan here; a build with features_only checks
+        # it on its own plan (params may change the steps) before any layer is built.
+        self.feature_taps(self.default_plan)
 
     def _check_metadata(self) -> None:
         meta = self.metadata
@@ -139,6 +143,15 @@ class Recipe:
             classifier_activation=classifier_activation,
             input_label=input_label,
         )
+
+    def feature_taps(self, plan: Plan | None = None) -> list[Tap]:
+        """The feature maps `features_only=True` returns, in network order: the recipe's
+        `features:` entries, or the ends of its stages (`cnnbuilder.recipe.taps`).
+
+        Args:
+            plan: a plan of this recipe (default: `default_plan`).
+        """
+        return feature_taps(self.document, self.default_plan if plan is None else plan)
 
     def __repr__(self) -> str:
         return f"Recipe({self.name!r}, source={self.document.source!r})"
