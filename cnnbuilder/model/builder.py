@@ -21,6 +21,7 @@ from cnnbuilder.model.features import STAGE_ATTRIBUTE, layer_strides, stage_outp
 from cnnbuilder.errors import RecipeError, WeightsError
 from cnnbuilder.recipe import Plan, Recipe, checks
 from cnnbuilder.recipe.taps import select_taps
+from cnnbuilder.recipe.resolve import skip_target
 from cnnbuilder.recipe.vocabulary import ACTIVATIONS
 from cnnbuilder.zoo import load_recipe
 
@@ -165,14 +166,22 @@ def apply_plan(plan: Plan, x, step_outputs: dict | None = None):
     Every layer a step creates is tagged with its stage (`features.STAGE_ATTRIBUTE`:
     ``"stem"``, the stage name or ``"head"``), which freezing by stage reads.
 
+    A `skip` step receives as `source` the earlier output its `from:` names: a stage's
+    end, else a named step's output (`cnnbuilder.recipe.resolve.skip_target`, which the
+    resolver has already checked); those outputs are kept while the plan is applied.
+
     Returns:
         `(output, stage_ends)`: the last tensor, and `{stage name: its last tensor}` for the
         stages (not the stem or head).
     """
     nn = LayerFactory(plan.defaults)
     stage_ends = {}
+    ends, outputs = {}, {}  # every section's end and every step's output, for skips
     for index, step in enumerate(plan.steps):
         fields = dict(step.fields)
+        if step.block == "skip":
+            source = fields.pop("from")
+            fields["source"] = (ends if skip_target(plan.steps, index, source) == "stage" else outputs)[source]
         if step.block == "conv":
             following = plan.steps[index + 1].block if index + 1 < len(plan.steps) else None
             fields["bn_follows"] = following == "bn"
@@ -184,6 +193,9 @@ def apply_plan(plan: Plan, x, step_outputs: dict | None = None):
             stage_ends[step.stage] = x
         if step_outputs is not None:
             step_outputs[step.name] = x
+        outputs[step.name] = x
+        if index + 1 == len(plan.steps) or plan.steps[index + 1].stage != step.stage:
+            ends[step.stage] = x
     return x, stage_ends
 
 

@@ -20,6 +20,7 @@ TOP_LEVEL_KEYS = (
     "name", "description", "reference", "metadata", "extends", "params", "defaults",
     "stem", "stages", "head", "tune", "training",
     "features",
+    "task",
 )
 # A chain of `extends` longer than this is refused (the shipped ones are at most 3 deep).
 MAX_EXTENDS = 16

@@ -14,6 +14,9 @@ from cnnbuilder.recipe.taps import Tap, feature_taps
 from cnnbuilder.recipe.training import check_settings
 from cnnbuilder.recipe.vocabulary import did_you_mean
 
+# What a recipe's network predicts (`task:`): one class per image, or per pixel at the
+# input's resolution (a segmentation recipe's head ends in `${classes}` channels).
+TASKS = ("classification", "segmentation")
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
 DEFAULT_CLASSES = 1000
 METADATA_KEYS = {
@@ -46,6 +49,11 @@ class Recipe:
             raise document.error(("name",), f"a recipe name must be an identifier, got {self.name!r}.")
         self.description: str = data.get("description", "")
         self.reference: str = data.get("reference", "")
+        task = data.get("task", "classification")
+        if task not in TASKS:
+            raise document.error(("task",), f"task = {task!r}: expected one of {', '.join(TASKS)}."
+                                 + did_you_mean(task, TASKS))
+        self._task: str = task
         for section in ("metadata", "training", "tune"):
             if not isinstance(data.get(section) or {}, dict):
                 raise document.error((section,), f"expected a mapping, got {data[section]!r}.")
@@ -93,6 +101,13 @@ class Recipe:
             raise self.document.error(
                 ("metadata", "input_shape"), f"expected [height, width, channels] of positive integers, got {shape!r}."
             )
+
+    @property
+    def task(self) -> str:
+        """``"classification"`` (the default: one class per image) or ``"segmentation"``
+        (per-pixel class probabilities at the input's resolution), from the recipe's
+        top-level `task:`."""
+        return self._task
 
     @property
     def default_input_shape(self) -> tuple:

@@ -15,6 +15,7 @@ from cnnbuilder.recipe.fields import (ParamValues, raw_fields, resolve_defaults,
 from cnnbuilder.recipe.params import BUILD_NAMES, RESERVED_NAMES, resolve_params
 from cnnbuilder.recipe.rows import BlockItem, expand_row
 from cnnbuilder.recipe.vocabulary import BLOCKS, ShapeError, did_you_mean
+from cnnbuilder.recipe.vocabulary.decoder import skip_shape
 
 SECTIONS = ("stem", "stages", "head")
 STAGE_KEYS = ("name", "residual", "blocks", "repeat")
@@ -207,10 +208,14 @@ def propagate_shapes(document, steps: list[Step], input_shape: tuple,
     shrinks to nothing is then that argument's fault, not the recipe line's."""
     shape = tuple(input_shape)
     result = []
-    for step in steps:
+    named: dict[str, tuple] = {}  # the outputs a `skip` can read: stage ends, step names
+    for index, step in enumerate(steps):
         spec = BLOCKS[step.block]
         try:
-            output = tuple(spec.shape(shape, step.fields))
+            if step.block == "skip":
+                output = tuple(skip_shape(shape, _skip_source(document, steps, index, named), step.fields))
+            else:
+                output = tuple(spec.shape(shape, step.fields))
         except ShapeError as exc:
             raise document.error(step.path, f"block {step.block!r} ({step.name}) {exc}.") from None
         if any(d is not None and d < 1 for d in output) and input_label:
@@ -227,7 +232,44 @@ def propagate_shapes(document, steps: list[Step], input_shape: tuple,
             )
         result.append(Step(**{**step.__dict__, "input_shape": shape, "output_shape": output}))
         shape = output
+        named[step.name] = output
+        if index + 1 == len(steps) or steps[index + 1].stage != step.stage:
+            named[step.stage] = output  # the stage's end (a stage name wins over a step name)
     return result
+
+
+def skip_target(steps: list[Step], index: int, name: str) -> str | None:
+    """Which earlier output the skip at `steps[index]` reads by `name`: the stage `name`
+    (its last step's output) when such a stage ended before it, else the step so named;
+    None when neither comes before it. The builder reads the same."""
+    earlier = steps[:index]
+    ended = {s.stage for i, s in enumerate(earlier)
+             if i + 1 == len(steps) or steps[i + 1].stage != s.stage}
+    if name in ended:
+        return "stage"
+    if any(s.name == name for s in earlier):
+        return "step"
+    return None
+
+
+def _skip_source(document, steps: list[Step], index: int, named: dict) -> tuple:
+    """The shape of the output the skip at `steps[index]` reads; RecipeError (the recipe
+    line of its `from:`) when no stage or named step of that name comes before it."""
+    step = steps[index]
+    name = step.fields["from"]
+    if skip_target(steps, index, name) is not None:
+        return named[name]
+    later = [s for s in steps[index:] if name in (s.stage, s.name)]
+    where = step.path + ("from",) if isinstance(step.raw, dict) and "from" in step.raw else step.path
+    if later:
+        raise document.error(
+            where, f"skip ({step.name}) reads {name!r}, which is computed after it (at "
+                   f"{document.where(later[0].path)}); a skip joins an earlier stage's end or named step.")
+    stages = list(dict.fromkeys(s.stage for s in steps[:index] if s.section == "stage"))
+    raise document.error(
+        where, f"skip ({step.name}) reads {name!r}, but no stage or named step of that name comes "
+               f"before it. Stages before it: {', '.join(stages) or 'none'}."
+               + did_you_mean(name, [*dict.fromkeys(s.stage for s in steps), *(s.name for s in steps)]))
 
 
 def resolve(document: Document, *, overrides: dict, input_shape: tuple, include_head: bool,

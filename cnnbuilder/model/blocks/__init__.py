@@ -31,7 +31,7 @@ def register(*names: str):
 
 def _load_families() -> None:
     # Imported for their registrations.
-    from cnnbuilder.model.blocks import basic, dense, inception, residual  # noqa: F401
+    from cnnbuilder.model.blocks import basic, decoder, dense, inception, residual  # noqa: F401
 
 
 _load_families()

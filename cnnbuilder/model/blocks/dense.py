@@ -56,7 +56,7 @@ def dense_layer(x, *, nn, name, growth_rate, bn_size, bottleneck, dropout):
 
 @register("dense")
 def dense_block(x, *, nn, name, layers: int, growth_rate, bn_size, bottleneck, dropout,
-                memory_efficient=False):
+                memory_efficient=False, output="all"):
     """A DenseNet dense block (Huang et al. 2017, §3 "Dense connectivity", Fig. 2).
 
     Layer ℓ receives the concatenation of the block input and the outputs of layers
@@ -85,25 +85,37 @@ def dense_block(x, *, nn, name, layers: int, growth_rate, bn_size, bottleneck, d
         layers: L, the number of dense layers.
         growth_rate, bn_size, bottleneck, dropout: those of `dense_layer`.
         memory_efficient: build the recomputed form.
+        output: ``"all"`` (the paper's block) or ``"new"``: only the L·k maps the layers
+            add, concatenated as `<name>_new_concat` (the layer itself when L = 1) —
+            FC-DenseNet's up-path (Jégou et al. 2017, §3.2: "the input of a dense block is
+            not concatenated with its output").
 
     Returns:
-        The concatenation of the input and the outputs of all L layers.
+        The concatenation of the input and the outputs of all L layers (C + L·k
+        channels), or with ``output="new"`` of the L outputs only (L·k channels).
     """
     if memory_efficient:
         return _efficient_dense_block(x, nn=nn, name=name, layers=layers, growth_rate=growth_rate,
-                                      bn_size=bn_size, bottleneck=bottleneck, dropout=dropout)
+                                      bn_size=bn_size, bottleneck=bottleneck, dropout=dropout,
+                                      output=output)
+    new = []
     for i in range(layers):
         layer_name = f"{name}_block{i + 1}"
         y = dense_layer(x, nn=nn, name=layer_name, growth_rate=growth_rate, bn_size=bn_size,
                         bottleneck=bottleneck, dropout=dropout)
         # Stochastic depth of a dense layer: its k new feature maps, per example.
         y = nn.drop_path(y, name=f"{layer_name}_drop_path")
+        new.append(y)
+        if output == "new" and i == layers - 1:
+            break  # the last layer's concatenation with the input is not used
         x = _concat([x, y], name=f"{layer_name}_concat")
+    if output == "new":
+        return new[0] if len(new) == 1 else _concat(new, name=f"{name}_new_concat")
     return x
 
 
 def _efficient_dense_block(x, *, nn, name, layers: int, growth_rate, bn_size, bottleneck,
-                           dropout):
+                           dropout, output="all"):
     """`dense_block` with `memory_efficient=True` (see there)."""
     act = nn.activation
     features = [x]
@@ -130,6 +142,8 @@ def _efficient_dense_block(x, *, nn, name, layers: int, growth_rate, bn_size, bo
         # Outside the recomputed unit, like dropout: a recomputation would redraw it.
         y = nn.drop_path(y, name=f"{layer_name}_drop_path")
         features.append(y)
+    if output == "new":
+        return features[1] if layers == 1 else _concat(features[1:], name=f"{name}_new_concat")
     return _concat(features, name=f"{name}_concat")
 
 
@@ -167,7 +181,7 @@ def _concat(tensors, *, name):
 
 
 @register("transition")
-def transition(x, *, nn, name, compression, dropout):
+def transition(x, *, nn, name, compression, dropout, pool="avg"):
     """A DenseNet transition layer (Huang et al. 2017, §3 "Pooling layers", "Compression").
 
     Builds `<name>_bn`, `<name>_relu`, `<name>_conv` (1×1, ⌊θ·C⌋ channels),
@@ -180,6 +194,8 @@ def transition(x, *, nn, name, compression, dropout):
         name: the layer name prefix.
         compression: θ, the fraction of channels kept (0.5 in DenseNet-BC, 1 in DenseNet).
         dropout: rate of the dropout after the convolution; 0 for none.
+        pool: ``"avg"`` (DenseNet) or ``"max"`` (FC-DenseNet's transition down, Jégou et
+            al. 2017, Table 1: BN, ReLU, 1×1 conv, dropout 0.2, 2×2 max pooling).
 
     Returns:
         The downsampled tensor of ⌊θ·C⌋ channels and half the height and width.
@@ -189,4 +205,6 @@ def transition(x, *, nn, name, compression, dropout):
     x = nn.conv(x, int(x.shape[-1] * compression), 1, name=f"{name}_conv")
     if dropout:
         x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    if pool == "max":
+        return layers.MaxPooling2D(2, strides=2, name=f"{name}_pool")(x)
     return layers.AveragePooling2D(2, strides=2, name=f"{name}_pool")(x)

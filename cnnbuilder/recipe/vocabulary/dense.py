@@ -10,6 +10,8 @@ _POSITIVE = dict(minimum=1)
 
 def _dense_shape(shape, f):
     h, w, c = spatial(shape, lambda n, i: n)
+    if f["output"] == "new":
+        return h, w, f["layers"] * f["growth_rate"]
     return h, w, None if c is None else c + f["layers"] * f["growth_rate"]
 
 
@@ -32,16 +34,21 @@ register(BlockSpec(
         Field("bn_size", "int", 4, "the 1×1 bottleneck has bn_size × k channels", **_POSITIVE),
         Field("bottleneck", "bool", True, "use the 1×1 bottleneck (DenseNet-B); false for the original DenseNet"),
         Field("dropout", "float", 0.0, "dropout after each convolution", minimum=0, below=1),
+        Field("output", "choice", "all", "all: the input and every layer's maps, concatenated; new: only "
+              "the L·k maps the layers add (FC-DenseNet's up-path, Jégou et al. 2017)", choices=("all", "new")),
         Field("memory_efficient", "bool", False, "recompute each layer (concatenation, BN, ReLU, its convolutions and the BN-ReLU between them; with dropout only up to the first dropout) in the backward pass instead of storing its activations (Pleiss et al. 2017)"),
     ),
     _dense_shape, composite=True,
 ))
 register(BlockSpec(
     "transition", "dense",
-    "DenseNet transition: BN-ReLU-Conv1×1(⌊θ·C⌋)-AvgPool 2×2.",
+    "DenseNet transition: BN-ReLU-Conv1×1(⌊θ·C⌋)-AvgPool 2×2 (FC-DenseNet's transition down: "
+    "`pool: max`, `dropout: 0.2`, `compression: 1`).",
     (
         Field("compression", "float", 0.5, "θ: fraction of channels kept", above=0, maximum=1),
         Field("dropout", "float", 0.0, "dropout after the convolution", minimum=0, below=1),
+        Field("pool", "choice", "avg", "the 2×2 pooling: avg (DenseNet) or max (FC-DenseNet)",
+              choices=("avg", "max")),
     ),
     _transition_shape, composite=True,
 ))
