@@ -81,30 +81,36 @@ def test_imagenet_weights_with_new_classes_load_the_backbone(keras_home, caplog)
 
 
 def test_features_only_out_indices_give_the_applications_stage_outputs(keras_home):
+    # out_indices index the feature taps as timm's: 0 is the stem's ReLU (timm's act1, /2),
+    # 1..4 the ends of conv2_x..conv5_x (layer1..layer4).
     backbone = cnnbuilder.build("resnet50", weights="imagenet", features_only=True,
-                                out_indices=(1, 2, 3), input_shape=SHAPE)
+                                out_indices=(2, 3, 4), input_shape=SHAPE)
     # He et al. 2016, Table 1: conv3_x..conv5_x end at strides 8, 16, 32 with 512..2048 channels.
     assert cnnbuilder.feature_info(backbone) == [
-        {"stage": "conv3", "channels": 512, "reduction": 8},
-        {"stage": "conv4", "channels": 1024, "reduction": 16},
-        {"stage": "conv5", "channels": 2048, "reduction": 32},
+        {"stage": "conv3", "channels": 512, "reduction": 8, "layer": "conv3_block4_out", "module": "conv3"},
+        {"stage": "conv4", "channels": 1024, "reduction": 16, "layer": "conv4_block6_out", "module": "conv4"},
+        {"stage": "conv5", "channels": 2048, "reduction": 32, "layer": "conv5_block3_out", "module": "conv5"},
     ]
     x = _images()
     ends = ["conv3_block4_out", "conv4_block6_out", "conv5_block3_out"]  # keras' names
     expected = keras.Model(keras_home.inputs, [keras_home.get_layer(n).output for n in ends])(x)
     for ours, theirs in zip(backbone(x), expected):
         np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-5, atol=1e-5)
-    # Truncated after the last stage asked for.
-    early = cnnbuilder.build("resnet50", features_only=True, out_indices=(0,), input_shape=SHAPE)
+    # Truncated after the last feature map asked for.
+    early = cnnbuilder.build("resnet50", features_only=True, out_indices=(1,), input_shape=SHAPE)
     assert not any(layer.name.startswith("conv3") for layer in early.layers)
+    stem = cnnbuilder.build("resnet50", features_only=True, out_indices=(0,), input_shape=SHAPE)
+    assert [(i["channels"], i["reduction"], i["stage"]) for i in cnnbuilder.feature_info(stem)] == [
+        (64, 2, "stem")]
+    assert not any(layer.name.startswith("conv2") or "pool" in layer.name for layer in stem.layers)
 
 
-@pytest.mark.parametrize("indices, match", [((4,), "out of range"), ((1, -3), "twice"),
-                                            (("conv3",), "stage indices"), ((), "non-empty")])
-def test_bad_out_indices_list_the_stages(indices, match):
+@pytest.mark.parametrize("indices, match", [((5,), "out of range"), ((2, -3), "twice"),
+                                            (("conv3",), "feature indices"), ((), "non-empty")])
+def test_bad_out_indices_list_the_feature_maps(indices, match):
     with pytest.raises(RecipeError, match=match) as info:
         cnnbuilder.build("resnet50", features_only=True, out_indices=indices)
-    assert "0: conv2, 1: conv3, 2: conv4, 3: conv5" in str(info.value)
+    assert "0: stem_activation1, 1: conv2, 2: conv3, 3: conv4, 4: conv5" in str(info.value)
     with pytest.raises(RecipeError, match="features_only"):
         cnnbuilder.build("resnet50", out_indices=(1,))
 
