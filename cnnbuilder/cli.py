@@ -168,7 +168,8 @@ def cmd_predict(args) -> int:
 
     from cnnbuilder.serving.prediction import format_predictions, predict
 
-    results = predict(args.model, args.images, top_k=args.top_k, errors="report", trust=args.trust)
+    results = predict(args.model, args.images, top_k=args.top_k, errors="report", trust=args.trust,
+                      output=args.output)
     print(json.dumps(results, indent=2) if args.json else format_predictions(results))
     failed = [r for r in results if "error" in r]
     for result in failed:  # also on stderr, one line each: the good images were predicted
@@ -272,8 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-trials", type=positive_int, default=10, help="trials at most (default 10)")
     p.add_argument("--epochs", type=positive_int, default=5,
                    help="epochs per trial; hyperband: at most (default 5)")
-    p.add_argument("--objective", default="val_accuracy",
-                   help="val_accuracy (default), val_loss, accuracy or loss")
+    p.add_argument("--objective",
+                   help="val_accuracy (default; val_mean_iou for segmentation), val_loss, "
+                        "accuracy, loss, val_mean_iou or mean_iou")
     p.add_argument("--max-params", type=positive_int, metavar="N",
                    help="skip (never train) trials whose model has more parameters")
     p.add_argument("--batch-size", type=positive_int, help="batch size (default: the recipe's, or tuned)")
@@ -315,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top-k", type=positive_int, default=5)
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--output", metavar="MASK_DIR",
+                   help="segmentation models: write MASK_DIR/STEM.png (class map, palette PNG) "
+                        "and MASK_DIR/STEM.json (class areas) per image")
     p.add_argument("--trust", action="store_true",
                    help="run a SavedModel that cnnbuilder export did not write: a SavedModel is "
                         "a program (like a pickle) and its graph may read or write files")

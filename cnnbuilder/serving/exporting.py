@@ -36,6 +36,12 @@ from cnnbuilder.serving.onnx_export import ONNX, write_onnx
 from cnnbuilder.serving.quantization import QUANTIZATIONS
 from cnnbuilder.serving.run_data import RunData
 from cnnbuilder.serving.saved_model import write_saved_model
+from cnnbuilder.serving.segmentation import (
+    SEGMENTATION,
+    export_task,
+    segmentation_details,
+    segmentation_shape,
+)
 from cnnbuilder.serving.source import (
     classifier_shape,
     load_source,
@@ -100,10 +106,11 @@ def export(
 
     Raises:
         RunError: bad output path, existing export without `force`, a missing or
-            unloadable model, a model that is not an (H, W, C) -> (K,) classifier, a
+            unloadable model, a model that is not an (H, W, C) -> (K,) classifier nor an
+            (H, W, C) -> (h, w, K) segmentation model (`serving.segmentation`), a
             malformed run.json, an unfinished run without `allow_unfinished`.
         ExportError: unknown format or quantization, a quantization the format cannot
-            do, or a file that fails its check.
+            do (or any, of a segmentation model), or a file that fails its check.
     """
     fmt = _check_format(format, directory)
     quantize = _check_quantize(quantize, fmt, max_accuracy_drop)
@@ -129,13 +136,16 @@ def _export(model_or_run, fmt, quantize, final: Path, filename, *, max_accuracy_
         _refuse_existing(final)
     source = load_source(model_or_run)
     unfinished = _unfinished(source, allow_unfinished)
-    input_shape, num_classes = classifier_shape(source)
+    task = export_task(source, quantize)  # a segmentation model: per-pixel classes
+    input_shape, num_classes = (segmentation_shape if task == SEGMENTATION else classifier_shape)(source)
     names = resolve_class_names(class_names, source, num_classes)
     preprocessing = recorded_preprocessing(source, input_shape)
     spec = dataset if dataset is not None else (source.run or {}).get("dataset")
     run_data = RunData(spec, preprocessing, data_dir=data_dir,
                        options=None if dataset is not None else (source.run or {}).get("data_options"))
-    options = {}
+    options = {"task": task} if fmt == "savedmodel" else {}
+    if task == SEGMENTATION:  # the test split's batches are (images, masks, weights)
+        run_data = RunData(None, preprocessing)
     if fmt == "litert":
         options = dict(quantize=quantize, run_data=run_data, max_accuracy_drop=max_accuracy_drop,
                        filename=filename or TFLITE)
@@ -144,7 +154,10 @@ def _export(model_or_run, fmt, quantize, final: Path, filename, *, max_accuracy_
     write = {"savedmodel": write_saved_model, "litert": write_litert, "onnx": write_onnx}[fmt]
     with runs.staged_directory(final, replace=force, refuse=refuse) as staging:
         details = write(source.model, staging, names, input_shape, preprocessing, **options)
+        if task == SEGMENTATION:
+            details = segmentation_details(details, source.model, num_classes)
         metadata = export_metadata(source, fmt, names, input_shape, preprocessing, details)
+        metadata["task"] = task
         if unfinished:
             metadata["unfinished"] = unfinished
         metadata["files"] = [*metadata.get("files", []), MODEL_CARD]
@@ -191,7 +204,13 @@ def format_export_summary(directory) -> str:
     accuracy = (meta.get("metrics") or {}).get("test_accuracy")
     if accuracy is not None:
         lines.append(f"  test accuracy {float(accuracy):.4f}")
-    if meta["format"] == "savedmodel":
+    mean_iou = (meta.get("metrics") or {}).get("test_mean_iou")
+    if mean_iou is not None:
+        lines.append(f"  test mean IoU {float(mean_iou):.4f}")
+    if meta["format"] == "savedmodel" and meta.get("task") == SEGMENTATION:
+        lines.append("  signatures: serving_default (uint8 images -> class map at their size), "
+                     "serve (float input)")
+    elif meta["format"] == "savedmodel":
         lines.append("  signatures: serving_default (uint8 images), serve (float input)")
     elif meta["format"] == "onnx":
         check = meta["onnx"]["check"]

@@ -6,7 +6,9 @@ Markdown sections: model description (network and paper, parameters and multiply
 training data and classes, training procedure, evaluation results (and the quantized
 file's accuracy), preprocessing, how to use it, intended uses and limitations. Every
 figure comes from ``metadata.json`` or the run's files, never from a guess; what is not
-known is said to be unknown.
+known is said to be unknown. A segmentation export (metadata.json's ``task``) is
+described as one: per-pixel outputs, mean IoU, pixel accuracy and the IoU of each class
+(metrics.json's ``test_mean_iou``, ``test_pixel_accuracy``, ``test_iou_per_class``).
 """
 
 from __future__ import annotations
@@ -59,15 +61,22 @@ def _format_name(metadata: dict) -> str:
     return f"{fmt}, {quantization} quantized" if quantization else fmt
 
 
+def _segmentation(metadata: dict) -> bool:
+    """Whether the export is a segmentation model (per-pixel classes)."""
+    return metadata.get("task") == "segmentation"
+
+
 def _front_matter(metadata: dict, fmt: str, dataset) -> str:
-    tags = ["image-classification", "keras", "cnnbuilder", fmt]
+    pipeline = "image-segmentation" if _segmentation(metadata) else "image-classification"
+    tags = [pipeline, "keras", "cnnbuilder", fmt]
     if metadata.get("recipe"):
         tags.append(str(metadata["recipe"]))
-    lines = ["---", "library_name: keras", "pipeline_tag: image-classification",
+    lines = ["---", "library_name: keras", f"pipeline_tag: {pipeline}",
              "license: other", "tags:", *[f"- {tag}" for tag in tags]]
     if dataset:
         lines += ["datasets:", f"- {dataset}"]
-    lines += ["metrics:", "- accuracy", "---"]
+    metrics = ["mean_iou", "pixel_accuracy"] if _segmentation(metadata) else ["accuracy"]
+    lines += ["metrics:", *[f"- {metric}" for metric in metrics], "---"]
     return "\n".join(lines)
 
 
@@ -87,7 +96,9 @@ def _description(metadata: dict, recipe, model) -> str:
         lines.append(f"- Parameters: {model.count_params():,}")
         lines.append(f"- Multiply-adds per image: {macs:,} (convolution and dense layers)")
     shape = "×".join(str(d) for d in metadata["input"]["shape"][1:])
-    lines.append(f"- Input: {shape} float32, output: {metadata['num_classes']} class probabilities")
+    output = (f"{metadata['num_classes']} class probabilities per pixel (segmentation)"
+              if _segmentation(metadata) else f"{metadata['num_classes']} class probabilities")
+    lines.append(f"- Input: {shape} float32, output: {output}")
     if metadata.get("params"):
         lines.append(f"- Recipe params: `{json.dumps(metadata['params'], sort_keys=True)}`")
     lines.append(f"- Weights sha256: `{metadata['weights_sha256']}`")
@@ -178,6 +189,7 @@ def _evaluation(metadata: dict) -> str:
     if metrics.get("test_accuracy") is not None:
         lines.append(f"- Keras model, test split: accuracy {float(metrics['test_accuracy']):.4f}"
                      + (f", loss {float(metrics['test_loss']):.4f}" if metrics.get("test_loss") is not None else ""))
+    lines += _segmentation_results(metrics)
     accuracy = ((metadata.get("litert") or {}).get("quantization") or {}).get("accuracy")
     if accuracy:
         lines.append(f"- This {_format_name(metadata)} file, {accuracy['examples']} test images: "
@@ -194,6 +206,25 @@ def _evaluation(metadata: dict) -> str:
     if len(lines) == 2:
         lines.append("No test metrics recorded.")
     return "\n".join(lines)
+
+
+def _segmentation_results(metrics: dict) -> list[str]:
+    """The test split's mean IoU and pixel accuracy, then a table of each class's IoU."""
+    lines = []
+    if metrics.get("test_mean_iou") is not None:
+        lines.append(f"- Keras model, test split: mean IoU {float(metrics['test_mean_iou']):.4f}"
+                     + (f", pixel accuracy {float(metrics['test_pixel_accuracy']):.4f}"
+                        if metrics.get("test_pixel_accuracy") is not None else "")
+                     + (f", loss {float(metrics['test_loss']):.4f}"
+                        if metrics.get("test_loss") is not None
+                        and metrics.get("test_accuracy") is None else ""))
+    per_class = metrics.get("test_iou_per_class")
+    if isinstance(per_class, dict) and per_class:
+        lines += ["", "IoU per class (test split; — where a class was neither labelled nor "
+                  "predicted):", "", "| class | IoU |", "| --- | --- |"]
+        lines += [f"| {name} | " + ("—" if value is None else f"{float(value):.4f}") + " |"
+                  for name, value in per_class.items()]
+    return lines
 
 
 def _pretrained_weights(metadata: dict) -> str:
@@ -242,16 +273,30 @@ def _preprocessing(metadata: dict) -> str:
 
 
 def _usage(metadata: dict, fmt: str) -> str:
+    command = ("cnnbuilder predict THIS_EXPORT image.png --output masks/  # masks/image.png, "
+               "masks/image.json (class areas)" if _segmentation(metadata)
+               else "cnnbuilder predict THIS_EXPORT image.png --top-k 3 --json")
     return "\n".join([
         "## How to use", "",
         "```bash",
-        "cnnbuilder predict THIS_EXPORT image.png --top-k 3 --json",
+        command,
         "```", "",
         f"Runs on {_RUNTIMES[fmt]}.",
     ])
 
 
 def _limits(metadata: dict, dataset) -> str:
+    if _segmentation(metadata):
+        return "\n".join([
+            "## Intended uses and limitations", "",
+            f"Labels each pixel with one of the {metadata['num_classes']} classes above"
+            + (f", for images like those of {dataset}." if dataset else "."),
+            "It has seen nothing else: objects of other kinds are given one of these classes "
+            "all the same, and it never answers \"none of these\". The class map is computed "
+            "at the model's input size and resized back to the image's (bilinear "
+            "probabilities, then argmax), so thin structures in large images may be lost. "
+            "Its IoU holds only on data distributed like its test split.",
+        ])
     return "\n".join([
         "## Intended uses and limitations", "",
         f"Classifies images into the {metadata['num_classes']} classes above"

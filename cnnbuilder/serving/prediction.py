@@ -10,6 +10,10 @@ grey / grey+alpha / RGB / RGBA) and returns the same JSON for every format:
   ``model.onnx``): the images are converted by `cnnbuilder.data.preprocess_from_config`
   with the ``preprocessing`` record of the ``metadata.json`` beside the file, the same
   function, then run by the LiteRT interpreter or ONNX Runtime (`serving.runtimes`).
+
+A segmentation export (metadata.json's ``task``, else 4-D probabilities) gives each
+image's class areas instead of ranked labels, and with ``output=MASK_DIR`` writes a
+palette PNG mask and a JSON of areas per image (`serving.segmentation`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,13 @@ from cnnbuilder.serving.foreign import check_saved_model
 from cnnbuilder.serving.images import read_image
 from cnnbuilder.serving.metadata import LABELS, LABELS_ASSET, METADATA
 from cnnbuilder.serving.runtimes import FileModel, resolve_export
+from cnnbuilder.serving.segmentation import (
+    check_mask_names,
+    export_is_segmentation,
+    file_class_maps,
+    format_areas,
+    predict_segmentation,
+)
 from cnnbuilder.runs import read_json
 
 # The classifiers of ImageNet-1k weights (keras.applications, torchvision, timm).
@@ -38,7 +49,7 @@ _BATCH_SIZE = 32
 
 
 def predict(export_path, image_paths: Sequence, *, top_k: int = 5,
-            errors: str = "raise", trust: bool = False) -> list[dict]:
+            errors: str = "raise", trust: bool = False, output=None) -> list[dict]:
     """Top-k class predictions of the exported model for each image file.
 
     Args:
@@ -55,17 +66,24 @@ def predict(export_path, image_paths: Sequence, *, top_k: int = 5,
             matching ``saved_model_sha256`` in its metadata.json). A SavedModel is a
             program, like a pickle: its graph may read and write files; only `.keras`
             loading is sandboxed. Its input and outputs are checked either way.
+        output: segmentation exports only: a directory to write ``STEM.png`` (the class
+            map, a palette PNG whose pixel values are class indices) and ``STEM.json``
+            (its class areas) into for each image.
 
     Returns:
         ``[{"image": path, "predictions": [{"label": str, "probability": float}, ...]}]``
-        in the order of `image_paths`, each list sorted by decreasing probability.
+        in the order of `image_paths`, each list sorted by decreasing probability. For a
+        segmentation export: ``[{"image": path, "size": [H, W], "areas": {name:
+        {"pixels": n, "fraction": f}}}]``, plus ``"mask"`` and ``"areas_file"`` (the
+        files written) with `output`; `top_k` does not apply.
 
     Raises:
         RunError: the path is missing or none of the three formats, a SavedModel has no
             ``serving_default`` signature taking uint8 images, or a model file has no
             metadata.json beside it.
         DataError: an image is missing or unreadable.
-        CnnBuilderError: `top_k` is not a positive integer.
+        CnnBuilderError: `top_k` is not a positive integer; `output` given for a
+            classifier, naming a file, or two images sharing a file stem.
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise CnnBuilderError(f"top_k must be a positive integer, got {top_k!r}.")
@@ -74,6 +92,11 @@ def predict(export_path, image_paths: Sequence, *, top_k: int = 5,
     if not isinstance(trust, bool):
         raise CnnBuilderError(f"trust must be True or False, got {trust!r}.")
     kind, path = resolve_export(export_path, saved_model_dir=resolve_saved_model_dir)
+    if output is not None:
+        if Path(output).exists() and not Path(output).is_dir():
+            raise CnnBuilderError(f"The mask directory {output} is a file; expected a directory "
+                                  "(created when missing) for the mask PNGs.")
+        check_mask_names(image_paths, output)
     if kind == "savedmodel":  # before an image is read or anything of it runs
         check_saved_model(path, trust=trust)
     # Read every image before loading the model: a typo in a path fails fast.
@@ -81,7 +104,7 @@ def predict(export_path, image_paths: Sequence, *, top_k: int = 5,
     failed = {index: message for index, (_, message) in enumerate(read) if message}
     good_paths = [p for index, p in enumerate(image_paths) if index not in failed]
     images = [image for image, message in read if not message]
-    results = _predict_images(kind, path, good_paths, images, top_k) if images else []
+    results = _predict_images(kind, path, good_paths, images, top_k, output) if images else []
     ranked = iter(results)
     return [{"image": str(p), "error": failed[index]} if index in failed else next(ranked)
             for index, p in enumerate(image_paths)]
@@ -97,17 +120,30 @@ def _read_or_report(path, errors: str) -> tuple:
         return None, str(error)
 
 
-def _predict_images(kind, path, image_paths, images, top_k) -> list[dict]:
-    """The ranked predictions of readable images through the export at `path`."""
+def _predict_images(kind, path, image_paths, images, top_k, output=None) -> list[dict]:
+    """The ranked predictions (a segmentation model: the class areas) of readable images
+    through the export at `path`."""
     if kind == "savedmodel":
         # `loaded` owns the variables: it must outlive every call of the signature.
         loaded, signature, input_name = _load_signature(path)
+        spec = signature.structured_outputs.get("probabilities")
+        if spec is not None and export_is_segmentation(path, spec.shape.rank):
+            names = _class_names(path, LABELS_ASSET, int(spec.shape[-1]))
+            return predict_segmentation(
+                lambda batch: signature(**{input_name: batch})["classes"].numpy(),
+                image_paths, images, names, output)
+        _refuse_output(output, path)
         probabilities = _run_grouped(
             lambda batch: signature(**{input_name: batch})["probabilities"].numpy(), images)
         del loaded
         class_names = _class_names(path, LABELS_ASSET, probabilities.shape[1])
     else:
         model = FileModel(kind, path)
+        if export_is_segmentation(path.parent, len(model.io_shapes[1])):
+            names = _class_names(path.parent, LABELS, int(model.io_shapes[1][-1]))
+            return predict_segmentation(file_class_maps(model.predict_images), image_paths,
+                                        images, names, output)
+        _refuse_output(output, path)
         probabilities = _run_grouped(model.predict_images, images)
         class_names = _class_names(path.parent, LABELS, probabilities.shape[1])
     return [
@@ -116,13 +152,24 @@ def _predict_images(kind, path, image_paths, images, top_k) -> list[dict]:
     ]
 
 
+def _refuse_output(output, path) -> None:
+    """A CnnBuilderError when masks were asked of a classifier's export."""
+    if output is not None:
+        raise CnnBuilderError(
+            f"--output {output} writes the masks of a segmentation model, but {path} is an "
+            "image classifier (metadata.json's task, one class per image); leave --output out.")
+
+
 def format_predictions(results: Sequence[dict]) -> str:
-    """Human-readable text of `predict`'s results: each image, then its ranked labels
-    (or why it could not be read)."""
+    """Human-readable text of `predict`'s results: each image, then its ranked labels,
+    or its class areas (a segmentation model), or why it could not be read."""
     blocks = []
     for result in results:
         if "error" in result:
             blocks.append(f"{result['image']}\n  not predicted: {result['error']}")
+            continue
+        if "areas" in result:
+            blocks.append(format_areas(result))
             continue
         predictions = result["predictions"]
         width = max((len(p["label"]) for p in predictions), default=0)

@@ -72,8 +72,13 @@ def captured_variables(*functions) -> list:
     return variables
 
 
-def write_saved_model(model, path: Path, class_names, input_shape, preprocessing) -> dict:
+def write_saved_model(model, path: Path, class_names, input_shape, preprocessing, *,
+                      task: str = "classification") -> dict:
     """Write the two-signature SavedModel (and assets/labels.txt) into `path`.
+
+    A ``task="segmentation"`` model's ``serving_default`` returns per-pixel
+    ``probabilities`` and ``classes`` at the images' size instead
+    (`serving.segmentation.segmentation_serving_function`).
 
     A bare tf.Module holding the functions' variables and the two tf.functions is saved,
     not the Keras model object: the approach of keras.export.ExportArchive, but with
@@ -84,9 +89,14 @@ def write_saved_model(model, path: Path, class_names, input_shape, preprocessing
         write_labels(scratch / LABELS, class_names)
         root = tf.Module()
         root.serve = serve_function(model, input_shape)
-        root.serving_default = _serving_default_function(
-            model, input_shape, class_names, preprocessing
-        )
+        if task == "segmentation":
+            from cnnbuilder.serving.segmentation import segmentation_serving_function
+
+            root.serving_default = segmentation_serving_function(model, preprocessing)
+        else:
+            root.serving_default = _serving_default_function(
+                model, input_shape, class_names, preprocessing
+            )
         signatures = {
             "serve": root.serve.get_concrete_function(),
             "serving_default": root.serving_default.get_concrete_function(),
