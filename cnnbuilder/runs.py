@@ -56,6 +56,7 @@ RUN = "run.json"
 METRICS = "metrics.json"
 HISTORY_CSV = "history.csv"
 HISTORY_PNG = "history.png"
+SEGMENTATION_PNG = "segmentation.png"  # a segmentation run's images, true and predicted masks
 MODEL = "model.keras"
 RESUME_DIR = "resume"
 LOGS_DIR = "logs"

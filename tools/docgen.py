@@ -179,7 +179,11 @@ TRAINING_DOCS = {
                "run chooses its own, `digits` uses `translate` in place of crop and flip, since "
                "flips turn digits into other symbols.",
     "loss": "`ce` (cross-entropy, of the soft targets too when mixing), `sparse_ce` (integer "
-            "labels only), `bce` (binary cross-entropy per class, the RSB procedures').",
+            "labels only), `bce` (binary cross-entropy per class, the RSB procedures'); for "
+            "segmentation, per pixel: `ce` (ignored pixels left out), `dice` (soft Dice) or "
+            "`ce+dice` (their sum).",
+    "class_weights": "Segmentation: the weight of each class's pixels in the loss (PyTorch's "
+                     "`CrossEntropyLoss(weight=...)`: a weighted mean); empty: all 1.",
     "ema": "An exponential moving average of the weights, updated every step: `{decay: d}` "
            "(optionally `warmup: true`); validation, the best epoch, evaluation and model.keras "
            "use the averaged weights.",

@@ -11,11 +11,13 @@ from matplotlib.figure import Figure
 
 
 def plot_history(rows: list[dict], path, *, title: str = "") -> Path:
-    """Loss and accuracy per epoch, training against validation."""
+    """Loss and accuracy (mean IoU for a segmentation run) per epoch, training against
+    validation."""
     epochs = [int(r["epoch"]) for r in rows]
     figure = Figure(figsize=(10, 4), constrained_layout=True)
     axes = figure.subplots(1, 2)
-    for axis, metric in zip(axes, ("loss", "accuracy")):
+    score = "mean_iou" if any("mean_iou" in r for r in rows) else "accuracy"
+    for axis, metric in zip(axes, ("loss", score)):
         for prefix, label, style in (("", "training", "-"), ("val_", "validation", "--")):
             key = prefix + metric
             values = [float(r[key]) for r in rows if r.get(key) not in (None, "")]

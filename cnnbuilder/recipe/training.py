@@ -36,7 +36,10 @@ SCHEDULES = ("cosine", "step", "exponential", "constant", "plateau")
 # ce: cross-entropy (integer labels, or the soft targets of mixup/cutmix); sparse_ce:
 # Keras' sparse cross-entropy, integer labels only; bce: binary cross-entropy per class
 # (Wightman et al. 2021, the RSB procedures).
-LOSSES = ("ce", "sparse_ce", "bce")
+# ce, sparse_ce and bce for classification; dice and ce+dice for segmentation only (a
+# segmentation run's ce is per pixel: cnnbuilder.training.segmentation_losses).
+LOSSES = ("ce", "sparse_ce", "bce", "dice", "ce+dice")
+SEGMENTATION_LOSSES = ("ce", "dice", "ce+dice")
 # Stochastic depth's drop rate of unit l of L: linear (Huang et al. 2016, §3: the survival
 # probability falls linearly to 1 - drop_path at the last unit) or uniform (all the same).
 DROP_PATH_RULES = ("linear", "uniform")
@@ -82,6 +85,9 @@ class TrainingConfig:
     dropout: float | None = None
     augment: tuple = ("crop", "flip")
     loss: str = "ce"
+    # Segmentation: each class's weight in the per-pixel loss (empty: all 1), as PyTorch's
+    # CrossEntropyLoss(weight=...): the pipeline folds them into the pixel weights.
+    class_weights: tuple = ()
     # {"decay": d, "warmup": bool}: the weights' exponential moving average (None: none).
     ema: dict | None = None
     drop_path: float = 0.0
@@ -181,6 +187,8 @@ CHECKS: dict[str, tuple[Callable, str]] = {
                 "options ({randaugment: {n: 2, m: 9}}, {mixup: {alpha: 0.2}}, "
                 "{cutmix: {alpha: 1.0, switch: 0.5}}, {random_erasing: {p: 0.25}})"),
     "loss": (lambda v: v in LOSSES, f"one of {', '.join(LOSSES)}"),
+    "class_weights": (lambda v: _numbers(v, lambda x: x >= 0) and any(x > 0 for x in v),
+                      "a list of numbers >= 0, one per class, not all 0"),
     "ema": (lambda v: _ema_problem(v) is None,
             "{decay: d} with d in (0, 1), optionally warmup: true; or null"),
     "drop_path": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),

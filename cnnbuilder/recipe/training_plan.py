@@ -18,7 +18,7 @@ from cnnbuilder.recipe.training import TrainingConfig, augment_item, training_co
 # Where a dataset needs other augmentation than the paper's. Digits are handwriting: flips
 # would turn them into other symbols, and the 4-pixel crop of CIFAR moves an 8x8 digit
 # (upscaled to 32x32) too far; small shifts only.
-DATASET_AUGMENTATION = {"digits": ("translate",)}
+DATASET_AUGMENTATION = {"digits": ("translate",), "digits-seg": ("translate",)}
 # The augmentations a dataset's own replaces (the geometric ones of the paper's data); the
 # others (RandAugment, mixing, erasing) are kept.
 _GEOMETRIC = ("crop", "flip", "translate")

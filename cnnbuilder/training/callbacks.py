@@ -71,8 +71,9 @@ class StopAtStep(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def schedule_callbacks(config: TrainingConfig, plan: Layout) -> list:
-    """The callbacks the run of `config` laid out as `plan` needs."""
+def schedule_callbacks(config: TrainingConfig, plan: Layout, *, score: str = "val_accuracy") -> list:
+    """The callbacks the run of `config` laid out as `plan` needs (`score`: the validation
+    metric a plateau schedule watches; ``val_mean_iou`` for segmentation)."""
     callbacks = []
     if config.ema:
         # Validation (so the best-epoch choice) sees the averaged weights; they are swapped
@@ -85,7 +86,7 @@ def schedule_callbacks(config: TrainingConfig, plan: Layout) -> list:
         # "Divided by 10 when the validation error stopped improving", at most
         # `plateau_reductions` times (Krizhevsky et al. §5, Simonyan & Zisserman §3.1).
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_accuracy", mode="max", factor=config.step_factor,
+            monitor=score, mode="max", factor=config.step_factor,
             patience=config.plateau_patience, verbose=0,
             min_lr=config.learning_rate * config.step_factor ** config.plateau_reductions))
     if plan.total_steps < plan.epochs * plan.steps_per_epoch:

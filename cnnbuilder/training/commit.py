@@ -25,10 +25,18 @@ from cnnbuilder import runs
 from cnnbuilder.training.distribution import local_only
 
 
+def score_of(row: dict) -> float | None:
+    """The validation score an epoch is judged by: its mean IoU where the run measures one
+    (segmentation), else its accuracy; None without a validation pass."""
+    for key in ("val_mean_iou", "val_accuracy"):
+        if row.get(key) not in (None, ""):
+            return float(row[key])
+    return None
+
+
 def best_epoch(history: list[dict]) -> int | None:
-    """The epoch with the highest validation accuracy (the first of equals)."""
-    scored = [(float(r["val_accuracy"]), int(r["epoch"])) for r in history
-              if r.get("val_accuracy") not in (None, "")]
+    """The epoch with the highest validation score (`score_of`; the first of equals)."""
+    scored = [(score_of(r), int(r["epoch"])) for r in history if score_of(r) is not None]
     return max(scored, key=lambda s: (s[0], -s[1]))[1] if scored else None
 
 
@@ -75,7 +83,7 @@ class EpochCommit(keras.callbacks.Callback):
         rate = self.model.optimizer.learning_rate
         row = {"epoch": number, **{k: float(v) for k, v in sorted(logs.items())},
                "learning_rate": float(np.asarray(rate)), "seconds": round(seconds, 3)}
-        score = logs.get("val_accuracy")
+        score = score_of(logs)
         state = dict(self.state)
         improved = score is not None and (state["best"] is None or score > state["best"])
         checkpoint = f"epoch-{number}.keras"

@@ -86,7 +86,13 @@ class Job:
         """Compile `model` with the job's optimizer, schedule, loss and metrics."""
         with distribution.strategy().scope():
             compile_model(model, self.config, self.steps_per_epoch, jit=self.settings.jit,
-                          dataset=self.data.name, plan=self.layout)
+                          dataset=self.data.name, plan=self.layout,
+                          segmentation_classes=self.segmentation_classes)
+
+    @property
+    def segmentation_classes(self) -> int | None:
+        """The class count of a segmentation job (None for classification)."""
+        return self.settings.classes if self.settings.task == "segmentation" else None
 
     def pipeline(self, split: str, *, epochs: tuple[int, int] | None = None):
         """The tf.data pipeline of `split`: ``train`` shuffled and augmented (with
@@ -101,7 +107,21 @@ class Job:
                              shard=distribution.data_shard(),
                              augment=self.settings.pipeline_augment() if training else None,
                              epochs=epochs if training else None,
+                             **self._segmentation_args(),
                              **self.settings.normalization_args())
+
+    @property
+    def score(self) -> str:
+        """The validation metric the job is judged by (the best epoch, a plateau schedule)."""
+        return "val_mean_iou" if self.segmentation_classes else "val_accuracy"
+
+    def _segmentation_args(self) -> dict:
+        """`make_pipeline`'s void label and class weights of a segmentation job (none for
+        classification)."""
+        if not self.segmentation_classes:
+            return {}
+        weights = list(self.config.class_weights) if self.config.class_weights else None
+        return {"ignore_label": self.data.ignore_label, "class_weights": weights}
 
     def fit(self, model: keras.Model, *, callbacks=(), initial_epoch: int = 0,
             epochs: int | None = None, verbose=1):
@@ -126,16 +146,46 @@ class Job:
                              initial_epoch=initial_epoch, epochs=epochs,
                              steps_per_epoch=self.steps_per_epoch if exact else None,
                              callbacks=[EpochSeeds(self.settings.seed),
-                                        *schedule_callbacks(self.config, self.layout), *callbacks],
+                                        *schedule_callbacks(self.config, self.layout, score=self.score),
+                                        *callbacks],
                              verbose=verbose)
 
     def evaluate(self, model: keras.Model) -> dict:
         """Test loss and accuracy of `model` with the loss and metrics it is compiled with
         (the run's; Keras' plain ones for a model that is not compiled)."""
+        if self.segmentation_classes:
+            return self._evaluate_segmentation(model)
         if not model.compiled:
             model.compile(**loss_and_metrics())
         loss, accuracy = model.evaluate(self.pipeline("test"), verbose=0)
         return {"test_accuracy": float(accuracy), "test_loss": float(loss)}
+
+    def _evaluate_segmentation(self, model: keras.Model) -> dict:
+        """Test scores of a segmentation model over the pixels that count (weight > 0):
+        ``test_loss`` (per-pixel cross-entropy, the mean PyTorch's ignore_index gives),
+        ``test_mean_iou``, ``test_pixel_accuracy`` (also ``test_accuracy``) and
+        ``test_iou_per_class`` {class name: IoU}, from one confusion matrix."""
+        import numpy as np
+
+        from cnnbuilder.training.segmentation_metrics import confusion_matrix, mean_iou, named_iou
+
+        classes = self.segmentation_classes
+        confusion = np.zeros((classes, classes), np.int64)
+        loss_sum = weight_sum = 0.0
+        for images, masks, weights in self.pipeline("test"):
+            probabilities = model.predict_on_batch(images)
+            masks, weights = np.asarray(masks), np.asarray(weights, np.float64)
+            picked = np.take_along_axis(np.asarray(probabilities, np.float64),
+                                        masks[..., None].astype(np.int64), axis=-1)[..., 0]
+            loss_sum += float(np.sum(-np.log(np.clip(picked, 1e-7, 1.0)) * weights))
+            weight_sum += float(np.sum(weights))
+            confusion += confusion_matrix(masks, np.argmax(probabilities, axis=-1), classes, weights)
+        accuracy = float(np.trace(confusion) / max(1, confusion.sum()))
+        mean = mean_iou(confusion)
+        return {"test_mean_iou": 0.0 if np.isnan(mean) else mean,
+                "test_pixel_accuracy": accuracy, "test_accuracy": accuracy,
+                "test_loss": loss_sum / weight_sum if weight_sum else 0.0,
+                "test_iou_per_class": named_iou(confusion, self.data.class_names)}
 
 
 def prepare(recipe_or_model, data: Dataset, **options) -> Job:

@@ -25,7 +25,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from cnnbuilder.recipe.training import TrainingConfig, soft_targets
+from cnnbuilder.errors import RecipeError
+from cnnbuilder.recipe.training import SEGMENTATION_LOSSES, TrainingConfig, soft_targets
 from cnnbuilder.recipe.training_plan import Layout, layout as plan_layout
 from cnnbuilder.training.losses import SoftTargetAccuracy, training_loss
 from cnnbuilder.training.schedules import learning_rate_schedule
@@ -179,22 +180,42 @@ def loss_and_metrics(label_smoothing: float = 0.0, kind: str = "sparse_ce") -> d
     }
 
 
+def segmentation_loss_and_metrics(config: TrainingConfig, classes: int) -> dict:
+    """The per-pixel loss (`config.loss`: ce, dice or ce+dice) and the metrics (``mean_iou``,
+    ``pixel_accuracy``) of a segmentation run. The pipeline's third element, the pixel
+    weights (0 at ignored pixels), reaches both as Keras' sample weights."""
+    from cnnbuilder.training.segmentation_losses import segmentation_loss
+    from cnnbuilder.training.segmentation_metrics import segmentation_metrics
+
+    if config.loss not in SEGMENTATION_LOSSES:
+        raise RecipeError(f"loss = {config.loss!r} is a classification loss; a segmentation "
+                          f"run takes one of {', '.join(SEGMENTATION_LOSSES)}.")
+    return {"loss": segmentation_loss(config.loss, config.label_smoothing),
+            "weighted_metrics": segmentation_metrics(classes)}
+
+
 def compile_model(model: keras.Model, config: TrainingConfig, steps_per_epoch: int, *,
-                  jit: bool = False, dataset: str = "", plan: Layout | None = None) -> None:
+                  jit: bool = False, dataset: str = "", plan: Layout | None = None,
+                  segmentation_classes: int | None = None) -> None:
     """Compile `model` for training with `config` over epochs of `steps_per_epoch` steps
     on `dataset` (its name decides whether an iterations-long recipe runs its iterations;
-    `plan`, the run's `Layout`, when the caller has it already)."""
+    `plan`, the run's `Layout`, when the caller has it already); a segmentation model
+    (`segmentation_classes` given) with the per-pixel loss and metrics."""
     plan = plan or plan_layout(config, steps_per_epoch, dataset)
     # On TensorFlow the step is a compiled graph either way and `jit` adds XLA; on JAX a
     # step without jax.jit runs op by op (1.8x slower for resnet20, benchmarks/results.md),
     # so JAX always compiles it.
     jit_compile = bool(jit) or keras.backend.backend() == "jax"
+    if segmentation_classes:
+        objective = segmentation_loss_and_metrics(config, segmentation_classes)
+    else:
+        objective = loss_and_metrics(config.label_smoothing, loss_kind(config))
     model.compile(optimizer=make_optimizer(config, steps_per_epoch, dataset, plan),
-                  jit_compile=jit_compile,
-                  **loss_and_metrics(config.label_smoothing, loss_kind(config)))
+                  jit_compile=jit_compile, **objective)
 
 
-def portable_compile(model: keras.Model, config: TrainingConfig) -> None:
+def portable_compile(model: keras.Model, config: TrainingConfig, *,
+                     segmentation_classes: int | None = None) -> None:
     """Compile `model` as the finished run's ``model.keras`` carries its training: the
     run's optimizer family with its settings, from Keras alone, so the file loads with
     `keras.saving.load_model(safe_mode=True)` where cnnbuilder is not installed.
@@ -206,7 +227,10 @@ def portable_compile(model: keras.Model, config: TrainingConfig) -> None:
     not carried); plain sparse cross-entropy and the accuracy, for the integer labels the
     file's users have (Keras' has no label smoothing; a run's soft-target or BCE loss
     stays in the resume checkpoints). The optimizer is built, so the file holds its variables and loads without
-    Keras' "Skipping variable loading for optimizer" warning.
+    Keras' "Skipping variable loading for optimizer" warning. A segmentation model
+    (`segmentation_classes` given) gets Keras' per-pixel cross-entropy, `MeanIoU` and
+    accuracy, weighted by the pixel weights a caller passes (cnnbuilder's own, which leave
+    ignored pixels out exactly, stay in the resume checkpoints).
     """
     rate = float(config.learning_rate)
     decoupled = config.weight_decay or None if config.weight_decay_mode == "decoupled" else None
@@ -223,5 +247,13 @@ def portable_compile(model: keras.Model, config: TrainingConfig) -> None:
     else:
         optimizer = keras.optimizers.RMSprop(rate, momentum=config.momentum,
                                              weight_decay=decoupled, **ema)
-    model.compile(optimizer=optimizer, **loss_and_metrics())
+    if segmentation_classes:  # Keras' own: per-pixel cross-entropy, mean IoU, pixel accuracy
+        objective = {"loss": keras.losses.SparseCategoricalCrossentropy(),
+                     "weighted_metrics": [
+                         keras.metrics.MeanIoU(segmentation_classes, sparse_y_pred=False,
+                                               name="mean_iou"),
+                         keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy")]}
+    else:
+        objective = loss_and_metrics()
+    model.compile(optimizer=optimizer, **objective)
     model.optimizer.build(model.trainable_variables)

@@ -95,7 +95,7 @@ class Run:
                     from cnnbuilder.model.layers import without_drop_path
 
                     best = without_drop_path(best)
-                    portable_compile(best, job.config)
+                    portable_compile(best, job.config, segmentation_classes=job.segmentation_classes)
             scores = job.evaluate(best)
             if writer:
                 with distribution.local_only():
@@ -107,6 +107,8 @@ class Run:
 
             plot_history(history, directory / runs.HISTORY_PNG,
                          title=f"{settings.recipe_name} on {job.data.name}")
+            if job.segmentation_classes:
+                _plot_segmentation(job, best, directory / runs.SEGMENTATION_PNG)
             runs.atomic_write_json(directory / runs.METRICS, metrics)  # the run is finished
             import shutil
 
@@ -179,6 +181,22 @@ class Run:
             f"({plan.total_steps} steps); {devices}; seed {settings.seed}",
             f"  output: {directory if directory is not None else 'none (nothing is written)'}",
         ])
+
+
+def _plot_segmentation(job, model, path: Path, count: int = 4) -> None:
+    """`segmentation.png`: a few validation images (test ones where there is no
+    validation split) beside their true and predicted masks."""
+    import numpy as np
+
+    from cnnbuilder.plots.segmentation import segmentation_figure
+
+    split = "validation" if job.data.validation is not None else "test"
+    images, masks, weights = next(iter(job.pipeline(split)))
+    images, masks = np.asarray(images)[:count], np.asarray(masks)[:count]
+    shown = np.where(np.asarray(weights)[:count] > 0, masks, -1)  # ignored pixels stay apart
+    predicted = np.argmax(model.predict_on_batch(images), axis=-1)
+    figure = segmentation_figure(images, shown, predicted, list(job.data.class_names))
+    figure.savefig(path, dpi=100)
 
 
 def _resumed_model(directory: Path, state: dict) -> keras.Model:

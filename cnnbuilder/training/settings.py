@@ -25,10 +25,16 @@ from cnnbuilder.errors import DataError, RecipeError, WeightsError
 from cnnbuilder.model import cost
 from cnnbuilder.model.pretrained.sources import is_pytorch_weights
 from cnnbuilder.recipe.presets import fit_problem
-from cnnbuilder.recipe.training import MIXING, TrainingConfig, augment_item, training_config
+from cnnbuilder.recipe.training import (MIXING, SEGMENTATION_LOSSES, TrainingConfig, augment_item,
+                                        training_config)
 from cnnbuilder.recipe.training_plan import dataset_augment, describe
 from cnnbuilder.training.freeze import FineTuning
 from cnnbuilder.zoo import load_recipe
+
+
+# Augmentations that act on whole images or their labels (mixing, RandAugment's
+# geometric ops on the image alone): not taken by a segmentation run.
+SEGMENTATION_UNSUPPORTED = (*MIXING, "randaugment")
 
 
 def default_augment(dataset_name: str, config: TrainingConfig) -> tuple:
@@ -134,14 +140,21 @@ class RunSettings:
             # The model's cost against the bound, before the data is read at its size.
             with cost.batch_size_for_bound(config.batch_size):
                 cost.check_plan(recipe, plan, params=resolved)
-        fine_tuning = FineTuning.create(recipe, plan, weights, freeze, keras_model=model)
         augment = config.augment if "augment" in training else default_augment(data.name, config)
+        _check_task(recipe, model, data, config, augment, name)
+        fine_tuning = FineTuning.create(recipe, plan, weights, freeze, keras_model=model)
         normalization = run_normalization(recipe, data, shape, weights_mode=fine_tuning.normalization,
                                           statistics=fine_tuning.statistics or statistics)
         return cls(recipe, model, plan, name, dict(resolved), params, shape, data.num_classes,
                    config, tuple(augment), data.name, tuple(data.class_names), seed,
                    mixed_precision, jit, fine_tuning, training, dict(data_options or {}),
                    **normalization)
+
+    @property
+    def task(self) -> str:
+        """``classification`` or ``segmentation``: the recipe's `task:` (a Keras model's
+        from its output: per-pixel classes are rank 4)."""
+        return network_task(self.recipe, self.model)
 
     def pipeline_augment(self) -> list:
         """The training pipeline's augmentation entries: the mixing ones (mixup, CutMix)
@@ -178,6 +191,7 @@ class RunSettings:
     def record(self) -> dict:
         """What run.json holds besides the identity: what serving and resuming need."""
         return {
+            "task": self.task,
             "class_names": list(self.class_names),
             "classes": self.classes,
             "params_given": self.params_given,
@@ -190,6 +204,43 @@ class RunSettings:
             "backend": keras.backend.backend(),
             "versions": _versions(),
         }
+
+
+def network_task(recipe, model=None) -> str:
+    """The task of a recipe (its `task:`) or of a Keras model (segmentation when its
+    output is a per-pixel map, rank 4)."""
+    if recipe is not None:
+        return getattr(recipe, "task", "classification")
+    return "segmentation" if len(model.outputs[0].shape) == 4 else "classification"
+
+
+def _check_task(recipe, model, data: Dataset, config: TrainingConfig, augment, name: str) -> None:
+    """The network's task against the dataset's (DataError: a classifier on masks) and the
+    training's loss and augmentation against the task (RecipeError)."""
+    task, data_task = network_task(recipe, model), getattr(data, "task", "classification")
+    if task != data_task:
+        hint = ("e.g. --dataset digits-seg, or a folder of images/ and masks/"
+                if task == "segmentation" else "e.g. --dataset digits, or a folder of class folders")
+        raise DataError(f"{name} is a {task} network but the dataset {data.name} is a "
+                        f"{data_task} dataset; give it {task} data ({hint}).")
+    where = f"training of {name}"
+    if task == "segmentation":
+        if config.loss not in SEGMENTATION_LOSSES:
+            raise RecipeError(f"{where}: loss = {config.loss!r} is a classification loss; a "
+                              f"segmentation network trains with {', '.join(SEGMENTATION_LOSSES)}.")
+        whole_image = [augment_item(a)[0] for a in augment
+                       if augment_item(a)[0] in SEGMENTATION_UNSUPPORTED]
+        if whole_image:
+            raise RecipeError(f"{where}: augment {', '.join(whole_image)} mixes or re-labels whole "
+                              "images and has no per-pixel form here; a segmentation run takes "
+                              "the geometric (applied to image and mask together) and colour ones.")
+        if config.class_weights and len(config.class_weights) != data.num_classes:
+            raise RecipeError(f"{where}: class_weights has {len(config.class_weights)} values but "
+                              f"the dataset {data.name} has {data.num_classes} classes.")
+    elif config.loss not in ("ce", "sparse_ce", "bce") or config.class_weights:
+        key = "loss" if config.loss not in ("ce", "sparse_ce", "bce") else "class_weights"
+        raise RecipeError(f"{where}: {key} = {getattr(config, key)!r} is for segmentation "
+                          "networks (per-pixel losses); a classifier takes loss ce, sparse_ce or bce.")
 
 
 def _versions() -> dict:

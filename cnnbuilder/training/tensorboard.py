@@ -75,7 +75,7 @@ def tensorboard_callbacks(log_dir, job, *, initial_epoch: int = 0) -> list:
                           input_shape=settings.input_shape,
                           batch_size=min(job.config.batch_size, _IMAGES_SHOWN),
                           seed=settings.seed, **settings.normalization_args())
-    images, _ = next(iter(fresh))
+    images = next(iter(fresh))[0]  # (images, labels) or, segmentation, (images, masks, weights)
     log_dir = Path(log_dir)
     return [
         keras.callbacks.TensorBoard(log_dir=str(log_dir), update_freq="epoch"),

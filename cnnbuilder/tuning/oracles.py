@@ -28,7 +28,8 @@ from cnnbuilder.tuning import keras_tuner_hooks as hooks
 
 TUNERS = ("random", "bayesian", "hyperband")
 # Metrics `model.fit` logs (cnnbuilder compiles with an accuracy metric), and their direction.
-OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "accuracy": "max", "loss": "min"}
+OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "accuracy": "max", "loss": "min",
+              "val_mean_iou": "max", "mean_iou": "max"}  # the last two: segmentation
 # A trial lost with its worker is handed to another worker this many times.
 LOST_TRIAL_RETRIES = 1
 # What the tuner puts first in the reason of a trial it skips (KerasTuner has no status for

@@ -38,7 +38,7 @@ from cnnbuilder.zoo import load_recipe
 
 
 def tune(recipe, *, dataset="digits", output, tuner="random", max_trials=10, epochs=5,
-         objective="val_accuracy", max_params=None, batch_size=None, seed=0,
+         objective=None, max_params=None, batch_size=None, seed=0,
          input_shape=None, classes=None, data_dir=None, retrain_epochs=None,
          overwrite=False, quiet=False, trial_timeout=None, skip_bad_images=False,
          tensorboard=True, **params) -> dict:
@@ -53,7 +53,9 @@ def tune(recipe, *, dataset="digits", output, tuner="random", max_trials=10, epo
             `max_params`, or values the recipe rejects) is not one of them, and at most
             10 x `max_trials` are skipped before the search stops.
         epochs: of each trial (hyperband: at most); a trial is scored by its best epoch's
-            `objective` ("val_accuracy", "val_loss", "accuracy" or "loss").
+            `objective` ("val_accuracy", "val_loss", "accuracy", "loss", and for
+            segmentation "val_mean_iou" or "mean_iou"); None: validation accuracy, or
+            validation mean IoU for a segmentation recipe.
         max_params: larger models are skipped untrained.
         batch_size: fixes the batch size (else the recipe's, or the tuned one).
         seed, input_shape, classes, data_dir: as `cnnbuilder.train`.
@@ -71,13 +73,16 @@ def tune(recipe, *, dataset="digits", output, tuner="random", max_trials=10, epo
         The tuning.json content; on a distributed worker, the records of the trials it ran.
     """
     started = time.perf_counter()
+    loaded = load_recipe(recipe)
+    if objective is None:
+        objective = "val_mean_iou" if loaded.task == "segmentation" else "val_accuracy"
     _check_arguments(tuner, max_trials, epochs, objective, max_params, batch_size, retrain_epochs)
     seed = checks.seed(seed)
     input_shape = checks.input_shape(input_shape)
     classes = checks.classes(classes)
     check_output_outside(dataset, output)
     timeout = chief.trial_timeout(trial_timeout)
-    source, loaded = recipe, load_recipe(recipe)
+    source = recipe
     if not recipe_space(source):
         raise TuningError(
             f"{loaded.name} has no tune: section, so there is nothing to search. Add one "

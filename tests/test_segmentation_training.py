@@ -1,0 +1,117 @@
+"""Segmentation through the one training engine: the per-pixel loss and metrics it compiles,
+the scores it writes (mean IoU in history.csv and metrics.json, the best epoch by it), the
+picture beside history.png, tuning on validation mean IoU, and the task checks that stop a
+classifier meeting masks (or the reverse) before anything is written."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import cnnbuilder
+from cnnbuilder import cli
+from cnnbuilder.data import load_dataset
+from cnnbuilder.errors import DataError, RecipeError
+from cnnbuilder.training.engine import prepare
+
+TINY_UNET = {"input_shape": (32, 32, 1), "params": {"width": 4}}
+
+
+@pytest.fixture(scope="module")
+def digits_seg():
+    """A small slice of the embedded digits segmentation set (every split kept short)."""
+    data = load_dataset("digits-seg")
+    return dataclasses.replace(data, train=tuple(a[:96] for a in data.train),
+                               validation=tuple(a[:48] for a in data.validation),
+                               test=tuple(a[:48] for a in data.test))
+
+
+def _numpy_mean_iou(true: np.ndarray, predicted: np.ndarray, classes: int) -> float:
+    """Mean IoU over the classes present in labels or predictions, by plain counting."""
+    ious = []
+    for c in range(classes):
+        union = np.sum((true == c) | (predicted == c))
+        if union:
+            ious.append(np.sum((true == c) & (predicted == c)) / union)
+    return float(np.mean(ious))
+
+
+@pytest.mark.slow
+def test_a_segmentation_run_scores_by_mean_iou_and_draws_its_masks(digits_seg, tmp_path):
+    out = tmp_path / "run"
+    result = cnnbuilder.train("unet", digits_seg, output=out, **TINY_UNET,
+                              training={"epochs": 2, "batch_size": 16, "optimizer": "adam",
+                                        "learning_rate": 0.01})
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert {"mean_iou", "pixel_accuracy", "val_mean_iou", "val_pixel_accuracy"} <= set(rows[0])
+    # The best epoch is the one of the highest validation mean IoU.
+    best = max(rows, key=lambda r: (float(r["val_mean_iou"]), -int(r["epoch"])))
+    assert metrics["best_epoch"] == int(best["epoch"])
+    assert (out / "segmentation.png").stat().st_size > 0 and (out / "history.png").exists()
+    assert json.loads((out / "run.json").read_text())["task"] == "segmentation"
+
+    # The test scores are those of the saved model, counted pixel by pixel.
+    model = keras.saving.load_model(out / "model.keras")
+    job = prepare("unet", digits_seg, **TINY_UNET)
+    true, predicted = [], []
+    for images, masks, weights in job.pipeline("test"):
+        assert np.all(np.asarray(weights) == 1)  # digits-seg labels every pixel
+        true.append(np.asarray(masks))
+        predicted.append(np.argmax(model.predict_on_batch(images), axis=-1))
+    true, predicted = np.concatenate(true), np.concatenate(predicted)
+    assert metrics["test_mean_iou"] == pytest.approx(_numpy_mean_iou(true, predicted, 11), abs=1e-9)
+    assert metrics["test_pixel_accuracy"] == pytest.approx(np.mean(true == predicted), abs=1e-9)
+    assert set(metrics["test_iou_per_class"]) == set(digits_seg.class_names)
+    assert result.metrics == metrics
+
+
+def test_the_pipeline_of_a_segmentation_job_carries_the_class_weights(digits_seg):
+    weights = [0.25] + [2.0] * 10
+    job = prepare("unet", digits_seg, training={"class_weights": weights}, **TINY_UNET)
+    _, masks, pixel_weights = next(iter(job.pipeline("test")))
+    assert np.array_equal(np.asarray(pixel_weights), np.asarray(weights, "float32")[np.asarray(masks)])
+
+
+@pytest.mark.parametrize("recipe, dataset, training, error, message", [
+    ("unet", "digits", {}, DataError, r"unet is a segmentation network but the dataset digits is a "
+                                      r"classification dataset"),
+    ("resnet20", "digits-seg", {}, DataError, r"resnet20 is a classification network but the "
+                                              r"dataset digits-seg is a segmentation dataset"),
+    ("unet", "digits-seg", {"loss": "bce"}, RecipeError, r"loss = 'bce' is a classification loss"),
+    ("unet", "digits-seg", {"augment": ["mixup"]}, RecipeError, r"augment mixup .*no per-pixel form"),
+    ("unet", "digits-seg", {"class_weights": [1, 2]}, RecipeError,
+     r"class_weights has 2 values but the dataset digits-seg has 11 classes"),
+    ("resnet20", "digits", {"loss": "dice"}, RecipeError, r"loss = 'dice' is for segmentation"),
+])
+def test_a_network_meets_only_data_and_losses_of_its_task(digits_seg, recipe, dataset, training,
+                                                          error, message, tmp_path):
+    data = digits_seg if dataset == "digits-seg" else load_dataset("digits")
+    shape = (32, 32, 1) if recipe == "unet" else None
+    with pytest.raises(error, match=message):
+        cnnbuilder.train(recipe, data, output=tmp_path / "never", training=training,
+                         input_shape=shape, params={"width": 4} if recipe == "unet" else {})
+    assert not (tmp_path / "never").exists()
+
+
+def test_the_cli_refuses_a_classifier_on_masks_with_exit_2(tmp_path, capsys):
+    code = cli.main(["train", "resnet20", "--dataset", "digits-seg", "--output",
+                     str(tmp_path / "never")])
+    assert code == 2 and not (tmp_path / "never").exists()
+    assert "segmentation dataset" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_segmentation_search_is_scored_by_validation_mean_iou(digits_seg, tmp_path):
+    recipe = {"extends": "unet", "name": "unet_search", "tune": {"width": {"choice": [2, 4]}}}
+    result = cnnbuilder.tune(recipe, dataset=digits_seg, output=tmp_path / "search", max_trials=2,
+                             epochs=1, input_shape=(32, 32, 1), quiet=True, tensorboard=False)
+    assert result["objective"] == "val_mean_iou" and result["direction"] == "max"
+    completed = [t for t in result["trials"] if t["status"] == "completed"]
+    assert result["best"]["score"] == max(t["score"] for t in completed)
+    assert (tmp_path / "search" / "best" / "model.keras").exists()
