@@ -71,6 +71,13 @@ FAMILIES = {
         "dense blocks after the stage, `conv2_block1_0_bn`, and their transitions `pool2`).",
     ),
     "inception": ("Inception (GoogLeNet)", "A composite block named `<stage>_block<k>_...`."),
+    "decoder": (
+        "Decoder blocks (segmentation: U-Net, FC-DenseNet)",
+        "Named `<stage>_<type><k>` or by their `name:`. `skip` reads an earlier output by its "
+        "stage name (the stage's last output) or by a step's `name:`; the resolver checks that "
+        "it exists, comes earlier and has the current tensor's height and width "
+        "(see docs/segmentation.md).",
+    ),
 }
 
 # Descriptions of the registries that carry none of their own. The generator refuses to
@@ -99,6 +106,9 @@ TOP_LEVEL_DOCS = {
                 "step names, stage names (the stage's last output), `{step: NAME}`, "
                 "`{stage: NAME}`, `{stage: NAME, last: BLOCK}` or `{stage: NAME, index: N}`; default: the stage ends "
                 "(see [features](#features-feature-taps)).",
+    "task": "`classification` (default: one class per image) or `segmentation` (per-pixel class "
+            "probabilities at the input's resolution: the head ends in `${classes}` channels; "
+            "see docs/segmentation.md).",
 }
 METADATA_DOCS = {
     "family": "Groups recipes in `cnnbuilder list` (e.g. `resnet_cifar`, `densenet`).",
