@@ -102,8 +102,8 @@ def test_recipe(name, tmp_path):
     """Parameters as declared; builds at a small input, of standard layers (no Lambda);
     one training step gives a finite
     loss and changes the weights; and (see the module docstring) the `.keras` file
-    round-trips in safe mode with equal outputs and `features_only` gives the end of every
-    stage with its channels and stride."""
+    round-trips in safe mode with equal outputs and `features_only` gives every feature tap
+    (the recipe's `features:`, else the stage ends) with its channels and stride."""
     recipe = cnnbuilder.load_recipe(name)
     meta = recipe.metadata
     shape = small_shape(recipe)
@@ -154,13 +154,16 @@ def test_recipe(name, tmp_path):
     if not full:
         return
 
-    # features_only: one output per stage, at the shapes the plan promises.
+    # features_only: one output per feature tap (the recipe's `features:`, else the end of
+    # every stage), at the shapes the plan promises.
     features = build(recipe, input_shape=shape, features_only=True)
     plan = recipe.plan(input_shape=shape, include_top=False)
-    assert len(features.outputs) == len(plan.stages) >= 2
+    taps = recipe.feature_taps(plan)
+    assert len(features.outputs) == len(taps) >= 2
     info = stage_outputs(features)
-    for stage, tensor, item in zip(plan.stages, features.outputs, info):
-        end = [s for s in plan.steps if s.stage == stage][-1].output_shape
+    steps = {s.name: s for s in plan.steps}
+    for tap, tensor, item in zip(taps, features.outputs, info):
+        stage, end = tap.stage, steps[tap.step].output_shape
         assert tuple(tensor.shape[1:]) == tuple(end), stage
         assert item["channels"] == end[-1]
         assert isinstance(item["stride"], int) and item["stride"] >= 1, item
@@ -208,4 +211,4 @@ def test_stage_outputs_report_strides_not_size_ratios():
     assert [(i["channels"], i["stride"]) for i in stage_outputs(features)] == [(6, 2), (16, 4)]
     features = build("resnet50", features_only=True, input_shape=(64, 64, 3))
     assert [(i["channels"], i["stride"]) for i in stage_outputs(features)] == [
-        (256, 4), (512, 8), (1024, 16), (2048, 32)]
+        (64, 2), (256, 4), (512, 8), (1024, 16), (2048, 32)]
