@@ -382,3 +382,26 @@ def test_tfds_oxford_pet_trimaps_map_to_three_classes(tmp_path):
             assert x.shape[1:] == (24, 24, 3) and m.shape[1:] == (24, 24)
             assert m.numpy().max() <= 2
             assert set(np.unique(w.numpy())) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize(
+    ("setup", "match"),
+    [
+        ("corrupt_image", r"images/1.png: not an image"),
+        ("jpeg_mask", r"masks/1.jpg: a mask that is not a PNG"),
+        ("no_train", r"has split folders \(test\) but no train/"),
+        ("loose", r"everything must be inside them, but .*images/stray.png"),
+    ],
+)
+def test_bad_folder_layouts_name_the_file(tmp_path, setup, match):
+    if setup in ("no_train", "loose"):
+        make_folder(tmp_path, count=2, split="test" if setup == "no_train" else "train")
+        if setup == "loose":
+            Image.fromarray(np.zeros((8, 12, 3), np.uint8)).save(tmp_path / "images" / "stray.png")
+    else:
+        make_folder(tmp_path, count=3)
+    if setup == "corrupt_image":
+        (tmp_path / "images" / "1.png").write_bytes(b"\x00" * 50)
+    elif setup == "jpeg_mask":
+        (tmp_path / "masks" / "1.png").rename(tmp_path / "masks" / "1.jpg")
+    _error(tmp_path, match)
