@@ -162,6 +162,15 @@ def test_cli_predict_output_and_refusals(seg, tmp_path, capsys):
         predict(seg.saved, [seg.images[0], twin], output=tmp_path / "m2")
     with pytest.raises(ExportError, match="not available for segmentation"):
         export(seg.run, tmp_path / "q" / "model.tflite", quantize="dynamic")
+    # A centre-cropping preprocessing record: the class map could not be put back.
+    cropped = tmp_path / "cropped"
+    cropped.mkdir()
+    seg.model.save(cropped / "model.keras")
+    (cropped / "run.json").write_text(json.dumps({
+        "task": "segmentation", "preprocessing": preprocessing_config(INPUT_SHAPE, crop_from=40)}))
+    with pytest.raises(ExportError, match="centre-crops"):
+        export(cropped, tmp_path / "c" / "1")
+    assert not (tmp_path / "c" / "1").exists()
 
 
 def test_segmentation_figure_draws_images_and_masks(tmp_path):

@@ -12,7 +12,8 @@ and ``assets/labels.txt``; with ``format="litert"``, ``model.tflite`` (`serving.
 from its suffix; its directory is then the export's and holds nothing else. Every export
 holds ``metadata.json`` (`serving.metadata`), whose ``preprocessing`` is the training
 run's record (`cnnbuilder.data.preprocessing_config`), and ``README.md``, its model card
-(`serving.model_card`).
+(`serving.model_card`). A segmentation model (run.json's ``task``, or a 4-D output) is
+exported with per-pixel outputs at the input image's size (`serving.segmentation`).
 
 Every file is checked before it is published: LiteRT and ONNX against Keras, quantized
 LiteRT by its accuracy on the run's test split. The directory is written by the
@@ -38,6 +39,7 @@ from cnnbuilder.serving.run_data import RunData
 from cnnbuilder.serving.saved_model import write_saved_model
 from cnnbuilder.serving.segmentation import (
     SEGMENTATION,
+    check_segmentation_preprocessing,
     export_task,
     segmentation_details,
     segmentation_shape,
@@ -77,7 +79,8 @@ def export(
     data_dir=None,
     allow_unfinished: bool = False,
 ) -> Path:
-    """Export a classifier to the version directory (or model file) `directory`.
+    """Export a classifier or a segmentation model (`serving.segmentation`) to the version
+    directory (or model file) `directory`.
 
     Args:
         model_or_run: a `keras.Model`, a training run directory (holding ``model.keras``
@@ -145,6 +148,7 @@ def _export(model_or_run, fmt, quantize, final: Path, filename, *, max_accuracy_
                        options=None if dataset is not None else (source.run or {}).get("data_options"))
     options = {"task": task} if fmt == "savedmodel" else {}
     if task == SEGMENTATION:  # the test split's batches are (images, masks, weights)
+        check_segmentation_preprocessing(preprocessing)
         run_data = RunData(None, preprocessing)
     if fmt == "litert":
         options = dict(quantize=quantize, run_data=run_data, max_accuracy_drop=max_accuracy_drop,

@@ -28,7 +28,8 @@ import numpy as np
 
 from cnnbuilder.errors import CnnBuilderError, ExportError, RunError
 
-__all__ = ["CLASSIFICATION", "SEGMENTATION", "class_areas", "class_map", "export_task",
+__all__ = ["CLASSIFICATION", "SEGMENTATION", "check_segmentation_preprocessing", "class_areas",
+           "class_map", "export_task",
            "model_task", "predict_segmentation", "resize_probabilities",
            "segmentation_serving_function", "segmentation_shape", "write_mask"]
 
@@ -94,6 +95,21 @@ def export_task(source, quantize) -> str:
             "file is checked by its test-split accuracy as a classifier. Export the float "
             "LiteRT file (no --quantize), or the SavedModel or ONNX formats.")
     return task
+
+
+def check_segmentation_preprocessing(preprocessing: dict) -> None:
+    """Refuse a preprocessing record with a centre crop (``crop_from``): the class map is
+    resized back onto the whole image, which a crop would misplace.
+
+    Raises:
+        ExportError: the record crops.
+    """
+    if preprocessing.get("crop_from") is not None:
+        raise ExportError(
+            f"The run's preprocessing resizes to {preprocessing['crop_from']} and centre-crops "
+            f"to {preprocessing['input_shape'][:2]} (a PyTorch-world evaluation transform); a "
+            "segmentation export resizes its class map back onto the whole image, which a crop "
+            "would misplace. Train the segmentation model without crop_from.")
 
 
 def segmentation_details(details: dict, model, num_classes: int) -> dict:

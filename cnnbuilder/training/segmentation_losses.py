@@ -53,6 +53,19 @@ def _pixel_mask(sample_weight, y_pred):
     return ops.expand_dims(ops.cast(weights > 0, y_pred.dtype), -1)
 
 
+def _scaled_for_distribution(value):
+    """`value` divided by the replicas of the TF distribution strategy in scope, as Keras'
+    own reductions scale a loss (the replicas' gradients are summed, and the trainer
+    unscales the logged value); unchanged on one device and on other backends."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            value = value * (1.0 / replicas)
+    return value
+
+
 @keras.saving.register_keras_serializable(package="cnnbuilder")
 class PixelCrossEntropy(keras.losses.Loss):
     """Per-pixel cross-entropy of integer masks against softmax probabilities, averaged
@@ -109,7 +122,7 @@ class DiceLoss(keras.losses.Loss):
         """The scalar loss of a batch (`sample_weight`: the pixel weights)."""
         with keras.name_scope(self.name):
             y_pred = ops.convert_to_tensor(y_pred, dtype=self.dtype)
-            return soft_dice_loss(y_true, y_pred, sample_weight)
+            return _scaled_for_distribution(soft_dice_loss(y_true, y_pred, sample_weight))
 
     def call(self, y_true, y_pred):
         """The loss of a batch without pixel weights."""
@@ -130,8 +143,9 @@ class CrossEntropyDiceLoss(keras.losses.Loss):
         """Cross-entropy (weighted mean) + soft Dice of the batch."""
         with keras.name_scope(self.name):
             y_pred = ops.convert_to_tensor(y_pred, dtype=self.dtype)
+            # The cross-entropy's reduction scales it for distribution already.
             return (self._cross_entropy(y_true, y_pred, sample_weight)
-                    + soft_dice_loss(y_true, y_pred, sample_weight))
+                    + _scaled_for_distribution(soft_dice_loss(y_true, y_pred, sample_weight)))
 
     def call(self, y_true, y_pred):
         """The loss of a batch without pixel weights."""
