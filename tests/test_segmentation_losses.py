@@ -24,6 +24,7 @@ from cnnbuilder.training.segmentation_metrics import (
     mean_iou,
     named_iou,
     segmentation_metrics,
+    segmentation_test_metrics,
 )
 
 CLASSES = 4
@@ -185,6 +186,10 @@ def test_numpy_confusion_matrix_and_per_class_iou():
     # Over batches, through a model-like function: the same matrix.
     batches = [(probabilities[i:i + 1], masks[i:i + 1], weights[i:i + 1]) for i in range(len(masks))]
     assert np.array_equal(dataset_confusion_matrix(lambda x: x, batches, CLASSES), confusion)
+    entries = segmentation_test_metrics(lambda x: x, batches, ["a", "b", "c", "d"])
+    assert entries["test_mean_iou"] == pytest.approx(_reference_miou(raw, predicted))
+    assert entries["test_pixel_accuracy"] == pytest.approx(np.mean(predicted[keep] == raw[keep]))
+    assert entries["test_iou_per_class"] == names
 
 
 @pytest.mark.slow

@@ -19,7 +19,8 @@ those, and a metric in ``metrics=`` would count the ignored pixels.
 
 `confusion_matrix` and `iou_per_class` are the NumPy side, for the test split's
 per-class IoU in ``metrics.json`` (``test_iou_per_class``) and the model card;
-`dataset_confusion_matrix` accumulates one over ``(images, masks, weights)`` batches.
+`dataset_confusion_matrix` accumulates one over ``(images, masks, weights)`` batches, and
+`segmentation_test_metrics` turns that into metrics.json's three test entries.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from keras import ops
 
 __all__ = ["PixelAccuracy", "SegmentationMeanIoU", "confusion_matrix",
            "dataset_confusion_matrix", "iou_per_class", "mean_iou", "named_iou",
-           "segmentation_metrics"]
+           "segmentation_metrics", "segmentation_test_metrics"]
 
 
 def _selected(sample_weight, dtype="float32"):
@@ -141,6 +142,28 @@ def dataset_confusion_matrix(predict: Callable, batches: Iterable, classes: int)
         total += confusion_matrix(np.asarray(masks), predicted, classes,
                                   None if weights is None else np.asarray(weights))
     return total
+
+
+def segmentation_test_metrics(predict: Callable, batches: Iterable,
+                              class_names: Sequence[str]) -> dict:
+    """The test split's segmentation entries of metrics.json, from one confusion matrix
+    over `batches` (``(images, masks, weights)``, pixels of weight > 0):
+    ``test_mean_iou``, ``test_pixel_accuracy`` and ``test_iou_per_class`` ({name: IoU or
+    None}); the model card reads these keys. None where no pixel was counted.
+
+    Args:
+        predict: the model (called on each image batch) or a batch -> scores function.
+        batches: the unaugmented test batches.
+        class_names: the K class names, in class-index order.
+    """
+    confusion = dataset_confusion_matrix(predict, batches, len(class_names))
+    total = int(confusion.sum())
+    miou = mean_iou(confusion)
+    return {
+        "test_mean_iou": None if np.isnan(miou) else miou,
+        "test_pixel_accuracy": float(np.trace(confusion)) / total if total else None,
+        "test_iou_per_class": named_iou(confusion, class_names),
+    }
 
 
 def named_iou(confusion: np.ndarray, class_names: Sequence[str]) -> dict:
