@@ -405,3 +405,38 @@ def test_bad_folder_layouts_name_the_file(tmp_path, setup, match):
     elif setup == "jpeg_mask":
         (tmp_path / "masks" / "1.png").rename(tmp_path / "masks" / "1.jpg")
     _error(tmp_path, match)
+
+
+# ------------------------------------------------------------------------------ arrays
+
+
+def test_numpy_masks_make_a_segmentation_dataset():
+    images, masks = striped(count=20, size=8)
+    ds = load_dataset((images, masks), ignore_label=255, validation_split=0.1, test_split=0.2)
+    assert ds.task == "segmentation" and ds.ignore_label == 255
+    assert ds.class_names == ["0", "1", "2"]
+    assert ds.sizes == {"train": 14, "validation": 2, "test": 4}
+    for x, m in (ds.train, ds.validation, ds.test):
+        # The masks stay with their images through the split (pixel value codes the label).
+        assert (m[:, 0, 0] == 255).all()
+        np.testing.assert_array_equal(m[:, 1:, 1:], ((x[..., 0].astype(int) - 60) // 80)[:, 1:, 1:])
+
+
+@pytest.mark.parametrize(
+    ("masks", "kwargs", "match"),
+    [
+        (np.full((4, 8, 8), 255, np.uint8), dict(class_names=["a", "b"]), "label 255, out of range"),
+        (np.zeros((4, 8, 7), np.uint8), {}, "expected integer label maps of shape"),
+        (np.zeros((4, 8, 8), np.float32), {}, "expected integer label maps"),
+    ],
+)
+def test_bad_numpy_masks_are_refused(masks, kwargs, match):
+    with pytest.raises(DataError, match=match):
+        load_dataset((np.zeros((4, 8, 8, 1), np.uint8), masks), **kwargs)
+
+
+def test_ignore_label_is_refused_for_classification_and_named_sets():
+    with pytest.raises(DataError, match="ignore_label"):
+        load_dataset("digits", ignore_label=255)
+    with pytest.raises(DataError, match="ignore_label"):
+        load_dataset((np.zeros((4, 8, 8, 1), np.uint8), np.zeros(4, np.int64)), ignore_label=255)

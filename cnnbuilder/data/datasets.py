@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from cnnbuilder.data.arrays import load_arrays
 from cnnbuilder.data.folders import load_folder
+from cnnbuilder.data.seg_arrays import is_segmentation_arrays, load_segmentation_arrays
 from cnnbuilder.data.segmentation import (
     digits_segmentation,
     is_segmentation_folder,
@@ -51,6 +52,7 @@ def load_dataset(
     class_names: Sequence[str] | None = None,
     skip_bad_images: bool = False,
     raw_floats: bool = False,
+    ignore_label: int | None = None,
 ) -> Dataset:
     """Load a dataset from a spec.
 
@@ -75,9 +77,12 @@ def load_dataset(
         raw_floats: keep float NumPy images exactly as given (any finite values: a
             caller's own Keras model takes them unchanged) instead of reading them as
             [0, 1] pixels; the other sources are images and ignore it.
+        ignore_label: for NumPy segmentation arrays (masks (N, H, W) as labels), the void
+            label whose pixels are ignored; the named sets know their own.
 
     Returns:
-        The `Dataset`, its splits holding uint8 NHWC images and int64 labels.
+        The `Dataset`, its splits holding uint8 NHWC images and int64 labels, or, for a
+        segmentation set (``task == "segmentation"``), masks (see `Dataset`).
 
     Raises:
         DataError: the spec is malformed or the data cannot be found, read or used.
@@ -91,7 +96,16 @@ def load_dataset(
                 f"class_names= is only for NumPy arrays; dataset {spec!r} names its own "
                 "classes."
             )
+        if ignore_label is not None:
+            raise DataError(f"ignore_label= is only for NumPy segmentation arrays; dataset "
+                            f"{spec!r} knows its own void label.")
         return _load_named(spec, data_dir, validation_split, test_split, skip_bad_images)
+    if isinstance(spec, (tuple, list, Mapping)) and is_segmentation_arrays(spec):
+        return load_segmentation_arrays(spec, class_names, seed, validation_split,
+                                        test_split, ignore_label)
+    if ignore_label is not None:
+        raise DataError("ignore_label= is for segmentation arrays, whose labels are (N, H, W) "
+                        "masks; these labels are one class per image.")
     if isinstance(spec, (tuple, list, Mapping)):
         return load_arrays(spec, class_names, seed, validation_split, test_split,
                            raw_floats=raw_floats)
