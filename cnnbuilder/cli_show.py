@@ -97,6 +97,9 @@ def cmd_show(args) -> int:
     table.add_row("total", f"{len(model.layers)} layers", "", f"{total_params:,}", macs(total_macs))
     console = Console(width=120)
     console.print(table)
+    if recipe.task != "classification":  # e.g. segmentation: per-pixel classes at the input's size
+        console.print(f"task {recipe.task}: output {tuple(model.output_shape[1:])}, a class "
+                      "probability per pixel" if recipe.task == "segmentation" else f"task {recipe.task}")
     console.print(f"input {plan.input_shape}, params {total_params:,} (trainable {trainable:,}), "
                   f"multiply-adds {macs(total_macs)} per image")
     batch = recipe.training.get("batch_size") or 32
