@@ -4,6 +4,11 @@ pipeline with augmentation.
 - `load_dataset` (`datasets`): a spec becomes a `Dataset` of stored uint8 images.
 - `preprocess` (`preprocess`): stored images become model input, the same everywhere.
 - `make_pipeline` (`pipeline`): a split becomes shuffled, augmented batches.
+
+Segmentation sets (``Dataset.task == "segmentation"``, masks as labels) come through the
+same three: `segmentation` (folders with images/ and masks/, ``digits-seg``), `seg_masks`
+(class lists, palettes, the mask reader), `tfds_seg`, `seg_arrays`, and `seg_pipeline`
+(batches of images, masks and pixel weights; joint augmentation).
 """
 
 from cnnbuilder.data.datasets import load_dataset
