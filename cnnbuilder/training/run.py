@@ -173,7 +173,8 @@ class Run:
             f"{sizes['test']} test images; augmentation: {augment}; "
             f"normalization: {settings.normalization}",
             f"  optimizer: {config.optimizer} lr {config.learning_rate:g}"
-            + (f" momentum {config.momentum:g}" + (" nesterov" if config.nesterov else "")
+            + (f" momentum {config.momentum:g}"
+               + (" nesterov" if config.nesterov and config.optimizer == "sgd" else "")
                if config.optimizer in ("sgd", "rmsprop") else "")
             + f", {decay}, batch {config.batch_size}; schedule: {schedule}"
             + "".join(f"; {m}" for m in modern),
