@@ -153,6 +153,7 @@ def make_segmentation_pipeline(split, *, input_shape, batch_size, training, augm
     unit = ("unit", {}) if names else (normalization, stats)
 
     def to_input(images, masks):
+        """Stored images -> model input; masks -> int32 at the input size, -1 ignored."""
         images = preprocess(images, input_shape, normalization=unit[0], **unit[1])
         masks = tf.cast(masks, tf.int32)
         if ignore_label is not None:  # -1: ignored, until the weights are made
@@ -164,6 +165,7 @@ def make_segmentation_pipeline(split, *, input_shape, batch_size, training, augm
         return images, masks
 
     def finish(images, masks):
+        """(images, masks with -1 -> 0, pixel weights)."""
         valid = masks >= 0
         labels = tf.where(valid, masks, 0)
         pixel = tf.cast(valid, tf.float32)
@@ -172,6 +174,7 @@ def make_segmentation_pipeline(split, *, input_shape, batch_size, training, augm
         return images, labels, pixel
 
     def one_pass(epoch):
+        """The batches of one pass in `epoch` (a tensor, or None)."""
         order = (seed, epoch) if training else None
         batches = _stream(source, order, size, repeat, batch_size, to_input,
                           fixed=height is not None and width is not None)
@@ -256,6 +259,7 @@ def _augment(batches, names, seed, epoch) -> tf.data.Dataset:
     entries = [_entry(e) for e in names]
 
     def augment(batch, batch_seed):
+        """One batch augmented with its seed."""
         images, masks = batch
         op_seeds = tf.random.experimental.stateless_split(batch_seed, num=len(entries))
         for index, (name, options) in enumerate(entries):

@@ -59,6 +59,7 @@ def digits_segmentation(digits: Dataset) -> Dataset:
     or its digit's class (digit + 1) where the stroke is (grey value >=
     `DIGITS_SEG_THRESHOLD`). A teaching set: 11 classes, 32x32, every label exact."""
     def masks(split):
+        """(images, masks) of one digits split."""
         x, y = split
         stroke = x[..., 0] >= DIGITS_SEG_THRESHOLD
         return x, np.where(stroke, (y + 1)[:, None, None], 0).astype(np.uint8)
@@ -233,10 +234,12 @@ def decode_pairs(pairs: tf.data.Dataset, channels: int, size, classes: ClassList
     shape = (*(size or (None, None)), channels)
 
     def mask_of(name):
+        """The label map of the mask file named by `name` (bytes)."""
         name = name.item() if isinstance(name, np.ndarray) else name
         return read_mask(name.decode() if isinstance(name, bytes) else str(name), classes)
 
     def decode(image_path, mask_path):
+        """One (image, mask) pair decoded."""
         image = tf.ensure_shape(decode_path(image_path, channels), shape)
         mask = tf.numpy_function(mask_of, [mask_path], tf.uint8, stateful=False)
         return image, tf.ensure_shape(mask, shape[:2])

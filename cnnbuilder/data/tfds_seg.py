@@ -74,6 +74,7 @@ def load_tfds_segmentation(builder, name: str, validation_split: float,
     count = len(names)
 
     def pair(example):
+        """(image, uint8 label map) of one tfds example."""
         values = tf.cast(example[MASK_FEATURE][..., 0], tf.int32) - first
         labels = tf.where((values >= 0) & (values < count), values, VOID)
         return example["image"], tf.cast(labels, tf.uint8)
