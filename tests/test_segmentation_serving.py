@@ -153,6 +153,9 @@ def test_cli_predict_output_and_refusals(seg, tmp_path, capsys):
     code = cli.main(["predict", str(seg.saved), str(seg.images[0]), "--output", str(tmp_path / "m")])
     assert code == 0 and (tmp_path / "m" / f"{seg.images[0].stem}.png").is_file()
     assert "%" in capsys.readouterr().out
+    assert cli.main(["export", str(seg.run), "--output", str(tmp_path / "e" / "1")]) == 0
+    summary = capsys.readouterr().out
+    assert "test mean IoU 0.6250" in summary and "class map" in summary
     # Two images whose masks would share a name, and a quantized segmentation export.
     other = tmp_path / "elsewhere"
     other.mkdir()
