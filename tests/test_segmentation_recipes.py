@@ -332,3 +332,20 @@ def test_upsample_modes_and_transition_up_build_what_they_promise():
     x = np.arange(32, dtype="float32").reshape(1, 4, 4, 2)
     near = np.asarray(keras.Model(model.input, model.get_layer("near").output)(x))
     np.testing.assert_array_equal(near, x.repeat(2, axis=1).repeat(2, axis=2))
+
+
+def test_memory_efficient_dense_block_with_output_new_computes_the_same():
+    import numpy as np
+
+    import cnnbuilder
+
+    def recipe(efficient):
+        return net([("a", [{"dense": {"layers": 2, "growth_rate": 3, "output": "new", "name": "db",
+                                      "memory_efficient": efficient}}])])
+
+    plain = cnnbuilder.build(recipe(False), include_top=False, input_shape=(8, 8, 3))
+    efficient = cnnbuilder.build(recipe(True), include_top=False, input_shape=(8, 8, 3))
+    assert efficient.output_shape == plain.output_shape == (None, 8, 8, 6)
+    efficient.set_weights(plain.get_weights())
+    x = np.random.default_rng(4).uniform(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(efficient(x)), np.asarray(plain(x)), rtol=1e-5, atol=1e-6)
