@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cnnbuilder.errors import RecipeError
 from cnnbuilder.recipe import Recipe, read_document
-from cnnbuilder.recipe import search_space
+from cnnbuilder.recipe import backbone, search_space
 from cnnbuilder.recipe.vocabulary import did_you_mean
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -86,3 +86,5 @@ def load_recipe(recipe) -> Recipe:
 
 # `recipe_space` (cnnbuilder.recipe.search_space) loads names, paths and dicts with this.
 search_space.use_loader(load_recipe)
+# A segmentation recipe's `backbone:` (cnnbuilder.recipe.backbone) is loaded with it too.
+backbone.use_loader(load_recipe)

@@ -109,6 +109,10 @@ TOP_LEVEL_DOCS = {
     "task": "`classification` (default: one class per image) or `segmentation` (per-pixel class "
             "probabilities at the input's resolution: the head ends in `${classes}` channels; "
             "see docs/segmentation.md).",
+    "backbone": "A segmentation recipe's encoder: a zoo recipe whose `features_only` feature maps the "
+                "decoder reads as `backbone_r2` ... `backbone_r32` (by reduction); `build(..., backbone=NAME)` "
+                "replaces it. `{recipe: null, decoder: NAME}`: the recipe has its own encoder and a "
+                "backbone build uses recipe NAME (see docs/segmentation.md).",
 }
 METADATA_DOCS = {
     "family": "Groups recipes in `cnnbuilder list` (e.g. `resnet_cifar`, `densenet`).",

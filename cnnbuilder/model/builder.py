@@ -74,7 +74,12 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
     input_shape = checks.input_shape(input_shape)
     classes = checks.classes(classes)
     name = None if name is None else checks.name(name)
-    if is_pytorch_weights(weights):  # they build the network they need (resnet50_tv...)
+    backbone = params.pop("backbone", None)
+    if backbone is not None:
+        recipe = _decoder_recipe(load_recipe(recipe))
+    if is_pytorch_weights(weights) and not _has_backbone(recipe, backbone):
+        # They build the network they need (resnet50_tv...); a backbone recipe loads them
+        # into its encoder (build_planned).
         from cnnbuilder.model.pretrained.load import build_pretrained
 
         return build_pretrained(recipe, weights, params=params, include_top=include_top,
@@ -91,7 +96,7 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
         include_top = False
     shape = _input_shape(recipe, include_top, weights, input_tensor, input_shape, classes)
     plan = recipe.plan(input_shape=shape, include_top=include_top, classes=classes,
-                       classifier_activation=classifier_activation, **params)
+                       classifier_activation=classifier_activation, backbone=backbone, **params)
 
     return build_planned(recipe, plan, include_top=include_top, weights=weights,
                          input_tensor=input_tensor,
@@ -117,12 +122,47 @@ def build_planned(recipe: Recipe, plan: Plan, *, include_top: bool = True, weigh
     model = cost.bounded(recipe, plan, lambda: _functional_model(
         recipe, plan, input_tensor, include_top, pooling, features_only, out_indices, name))
 
-    if weights is not None:
+    if weights is not None and plan.encoder:
+        _load_encoder_weights(model, plan, weights)
+    elif weights is not None:
         from cnnbuilder.model.loading import load_weights
 
         load_weights(model, weights, recipe=recipe, include_top=include_top, plan=plan,
                      features_only=features_only, params=params or {})
     return model
+
+
+def _decoder_recipe(recipe: Recipe) -> Recipe:
+    """The recipe a build with ``backbone=`` uses: `recipe` itself, or the `decoder` its
+    `backbone:` names when it has its own encoder (``unet`` -> ``unet_backbone``)."""
+    spec = recipe.backbone
+    if spec is not None and spec.recipe is None and spec.decoder:
+        return load_recipe(spec.decoder)
+    return recipe
+
+
+def _has_backbone(recipe, backbone) -> bool:
+    """Whether the build's encoder is a backbone recipe (a ``backbone=`` or the recipe's own
+    `backbone:`)."""
+    if backbone is not None:
+        return True
+    try:
+        spec = load_recipe(recipe).backbone
+    except (RecipeError, OSError):
+        return False  # the PyTorch-world loader reports it in its own words
+    return spec is not None and spec.recipe is not None
+
+
+def _load_encoder_weights(model, plan: Plan, weights) -> None:
+    """Load `weights` into the encoder of a backbone build: the backbone is built with them
+    (`build(backbone, features_only=True, weights=...)`, any source it accepts:
+    "imagenet", "torchvision", "timm:...", a file) and its weights copied layer by layer
+    (the encoder's layers have the backbone's names); the decoder keeps its initialisation."""
+    donor = build(plan.backbone, features_only=True, weights=weights, input_shape=plan.input_shape)
+    for layer in donor.layers:
+        if layer.weights:
+            model.get_layer(layer.name).set_weights(layer.get_weights())
+    del donor
 
 
 def _functional_model(recipe, plan, input_tensor, include_top, pooling, features_only,
@@ -139,8 +179,12 @@ def _functional_model(recipe, plan, input_tensor, include_top, pooling, features
         inputs = layers.Input(tensor=input_tensor, shape=shape, name="input")
         x = inputs
     taps = select_taps(recipe.feature_taps(plan), out_indices) if features_only else []
-    step_outputs = {}
-    x, _ = apply_plan(plan, x, step_outputs)
+    step_outputs, sources = {}, {}
+    if plan.encoder:  # the backbone's feature maps on this input; the steps decode them
+        encoder = build(plan.backbone, features_only=True, input_tensor=x).outputs
+        sources = {tap.name: encoder[tap.index] for tap in plan.encoder}
+        x = encoder[plan.encoder[-1].index]
+    x, _ = apply_plan(plan, x, step_outputs, sources)
     if features_only:
         outputs = tap_outputs(taps, step_outputs)
     elif not include_top and pooling == "avg":
@@ -154,7 +198,7 @@ def _functional_model(recipe, plan, input_tensor, include_top, pooling, features
     return keras.Model(inputs, outputs, name=name or recipe.name)
 
 
-def apply_plan(plan: Plan, x, step_outputs: dict | None = None):
+def apply_plan(plan: Plan, x, step_outputs: dict | None = None, sources: dict | None = None):
     """Apply every step of a plan to `x`, one block function per step.
 
     Args:
@@ -162,6 +206,8 @@ def apply_plan(plan: Plan, x, step_outputs: dict | None = None):
         x: the input tensor.
         step_outputs: a dict to fill with every step's output tensor, by step name (the
             feature taps of `features_only` are read from it).
+        sources: tensors made before the plan that `skip` and `branch` may read by name
+            (a backbone's feature maps, ``backbone_r8``...).
 
     Every layer a step creates is tagged with its stage (`features.STAGE_ATTRIBUTE`:
     ``"stem"``, the stage name or ``"head"``), which freezing by stage reads.
@@ -176,10 +222,10 @@ def apply_plan(plan: Plan, x, step_outputs: dict | None = None):
     """
     nn = LayerFactory(plan.defaults)
     stage_ends = {}
-    ends, outputs = {}, {}  # every section's end and every step's output, for skips
+    ends, outputs = {}, dict(sources or {})  # section ends and step outputs, for skips
     for index, step in enumerate(plan.steps):
         fields = dict(step.fields)
-        if step.block == "skip":
+        if step.block in ("skip", "branch"):
             source = fields.pop("from")
             fields["source"] = (ends if skip_target(plan.steps, index, source) == "stage" else outputs)[source]
         if step.block == "conv":

@@ -21,6 +21,7 @@ TOP_LEVEL_KEYS = (
     "stem", "stages", "head", "tune", "training",
     "features",
     "task",
+    "backbone",
 )
 # A chain of `extends` longer than this is refused (the shipped ones are at most 3 deep).
 MAX_EXTENDS = 16

@@ -24,7 +24,7 @@ from cnnbuilder.recipe.vocabulary import did_you_mean
 BUILD_NAMES = ("classes", "classifier_activation")
 # build() keyword arguments: a param with one of these names could never be overridden.
 RESERVED_NAMES = BUILD_NAMES + ("include_top", "weights", "input_tensor", "input_shape",
-                                "pooling", "name", "features_only", "recipe")
+                                "pooling", "name", "features_only", "recipe", "backbone")
 
 
 # Params that refer to params that refer to params...: deeper than this is refused (the

@@ -6,6 +6,7 @@ from typing import Any
 
 from cnnbuilder.errors import RecipeError
 from cnnbuilder.recipe import checks
+from cnnbuilder.recipe.backbone import BackboneSpec, backbone_spec, encoder_taps
 from cnnbuilder.recipe.document import Document
 from cnnbuilder.recipe.params import argument_label, argument_name
 from cnnbuilder.recipe.presets import fit_problem
@@ -54,6 +55,10 @@ class Recipe:
             raise document.error(("task",), f"task = {task!r}: expected one of {', '.join(TASKS)}."
                                  + did_you_mean(task, TASKS))
         self._task: str = task
+        self.backbone: BackboneSpec | None = backbone_spec(document)
+        if self.backbone is not None and task != "segmentation":
+            raise document.error(("backbone",), "a backbone: is for a decoder: the recipe needs "
+                                 "`task: segmentation`.")
         for section in ("metadata", "training", "tune"):
             if not isinstance(data.get(section) or {}, dict):
                 raise document.error((section,), f"expected a mapping, got {data[section]!r}.")
@@ -134,8 +139,11 @@ class Recipe:
         return self.metadata.get("family", "")
 
     def plan(self, *, input_shape=None, include_top: bool = True, classes: int | None = None,
-             classifier_activation: Any = "softmax", **overrides) -> Plan:
-        """Resolve params and blocks for one build; raises RecipeError on any problem."""
+             classifier_activation: Any = "softmax", backbone: str | None = None, **overrides) -> Plan:
+        """Resolve params and blocks for one build; raises RecipeError on any problem.
+
+        `backbone` names the encoder of a recipe with a `backbone:` (default: its own
+        `backbone.recipe`); the plan's steps are then the decoder over its feature maps."""
         shape = (checks.input_shape(input_shape, argument_name("input_shape")) if input_shape is not None
                  else self.default_input_shape)
         classes = checks.classes(classes, argument_name("classes"))
@@ -149,6 +157,19 @@ class Recipe:
                 + f"{self.document.where(('metadata', 'min_input'))}: input size must be at least "
                 f"{minimum}x{minimum} for {self.name}; received input_shape={shape}."
             )
+        name, label = self.backbone.recipe if self.backbone else None, None
+        if name is not None:
+            label = self.document.where(("backbone",))
+        if backbone is not None:
+            if name is None:
+                decoder = self.backbone.decoder if self.backbone else None
+                raise RecipeError(
+                    f"{argument_label('backbone', backbone)}: {self.name} has its own encoder"
+                    + (f"; with a backbone it is built as {decoder!r}: build({self.name!r}, backbone=...) "
+                       f"does that through cnnbuilder.build." if decoder else
+                       " and no `backbone:`; a backbone takes a decoder recipe such as unet_backbone or fpn."))
+            name, label = backbone, argument_label("backbone", backbone)
+        encoder = encoder_taps(name, shape, label) if name is not None else ()
         return resolve(
             self.document,
             overrides=overrides,
@@ -157,6 +178,8 @@ class Recipe:
             classes=self.default_classes if classes is None else classes,
             classifier_activation=classifier_activation,
             input_label=input_label,
+            backbone=name,
+            encoder=encoder,
         )
 
     def feature_taps(self, plan: Plan | None = None) -> list[Tap]:

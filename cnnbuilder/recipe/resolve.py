@@ -52,6 +52,10 @@ class Plan:
     steps: list[Step]
     input_shape: tuple
     defaults: dict = field(default_factory=dict)
+    # A `backbone:` recipe's encoder: the backbone recipe's name and its feature maps
+    # (`cnnbuilder.recipe.backbone.EncoderTap`), the deepest last; the steps are the decoder.
+    backbone: str | None = None
+    encoder: tuple = ()
 
     @property
     def stages(self) -> list[str]:
@@ -201,19 +205,24 @@ def check_cost(document, steps: list[Step], names) -> None:
 
 
 def propagate_shapes(document, steps: list[Step], input_shape: tuple,
-                     input_label: str | None = None) -> list[Step]:
+                     input_label: str | None = None, sources: dict | None = None) -> list[Step]:
     """Follow the tensor shape through the plan; reject blocks that cannot take it.
 
     `input_label` names an input shape the user gave (`--input-shape 8,8,1`): a map that
-    shrinks to nothing is then that argument's fault, not the recipe line's."""
+    shrinks to nothing is then that argument's fault, not the recipe line's. `sources`
+    gives the shapes of outputs made before the steps (an encoder's feature maps, by name)."""
     shape = tuple(input_shape)
     result = []
+    sources = dict(sources or {})
     named: dict[str, tuple] = {}  # the outputs a `skip` can read: stage ends, step names
     for index, step in enumerate(steps):
         spec = BLOCKS[step.block]
         try:
             if step.block == "skip":
-                output = tuple(skip_shape(shape, _skip_source(document, steps, index, named), step.fields))
+                output = tuple(skip_shape(shape, _skip_source(document, steps, index, named, sources),
+                                          step.fields))
+            elif step.block == "branch":
+                output = tuple(_skip_source(document, steps, index, named, sources))
             else:
                 output = tuple(spec.shape(shape, step.fields))
         except ShapeError as exc:
@@ -252,13 +261,16 @@ def skip_target(steps: list[Step], index: int, name: str) -> str | None:
     return None
 
 
-def _skip_source(document, steps: list[Step], index: int, named: dict) -> tuple:
-    """The shape of the output the skip at `steps[index]` reads; RecipeError (the recipe
-    line of its `from:`) when no stage or named step of that name comes before it."""
+def _skip_source(document, steps: list[Step], index: int, named: dict, sources: dict) -> tuple:
+    """The shape of the output the skip (or branch) at `steps[index]` reads; RecipeError
+    (the recipe line of its `from:`) when no stage or named step of that name comes before
+    it and no encoder feature map (`sources`) has that name."""
     step = steps[index]
     name = step.fields["from"]
     if skip_target(steps, index, name) is not None:
         return named[name]
+    if name in sources:
+        return sources[name]
     later = [s for s in steps[index:] if name in (s.stage, s.name)]
     where = step.path + ("from",) if isinstance(step.raw, dict) and "from" in step.raw else step.path
     if later:
@@ -269,16 +281,20 @@ def _skip_source(document, steps: list[Step], index: int, named: dict) -> tuple:
     raise document.error(
         where, f"skip ({step.name}) reads {name!r}, but no stage or named step of that name comes "
                f"before it. Stages before it: {', '.join(stages) or 'none'}."
-               + did_you_mean(name, [*dict.fromkeys(s.stage for s in steps), *(s.name for s in steps)]))
+               + (f" The encoder's feature maps: {', '.join(sources)}." if sources else "")
+               + did_you_mean(name, [*dict.fromkeys(s.stage for s in steps), *(s.name for s in steps),
+                                     *sources]))
 
 
 def resolve(document: Document, *, overrides: dict, input_shape: tuple, include_head: bool,
             classes: int, classifier_activation, override_source: str | None = None,
-            input_label: str | None = None) -> Plan:
+            input_label: str | None = None, backbone: str | None = None, encoder=()) -> Plan:
     """The `Plan` of one build; raises RecipeError (file, line, field) on any problem.
 
     `override_source` names the overrides in messages ("--set"; default: "keyword
-    argument", or what `cnnbuilder.recipe.params.overrides_from` says)."""
+    argument", or what `cnnbuilder.recipe.params.overrides_from` says). With a `backbone`,
+    `encoder` lists its feature maps (`cnnbuilder.recipe.backbone.encoder_taps`): the steps
+    start from the deepest and may read the others by name."""
     build_values = {"classes": classes, "classifier_activation": classifier_activation}
     params = resolve_params(document, overrides, build_values, override_source)
     names = ParamValues({**build_values, **params})
@@ -288,8 +304,11 @@ def resolve(document: Document, *, overrides: dict, input_shape: tuple, include_
     if not steps:
         raise document.error((), "the recipe has no blocks: give at least one of stem, stages, head.")
     check_cost(document, steps, names)
-    steps = propagate_shapes(document, steps, input_shape, input_label)
-    return Plan(document.data.get("name", "model"), params, steps, tuple(input_shape), defaults)
+    encoder = tuple(encoder)
+    start = encoder[-1].shape if encoder else input_shape
+    steps = propagate_shapes(document, steps, start, input_label, {tap.name: tap.shape for tap in encoder})
+    return Plan(document.data.get("name", "model"), params, steps, tuple(input_shape), defaults,
+                backbone, encoder)
 
 
 __all__ = ["BUILD_NAMES", "RESERVED_NAMES", "Plan", "Step", "expand_steps", "propagate_shapes", "resolve"]

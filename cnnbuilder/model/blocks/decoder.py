@@ -75,7 +75,7 @@ def transition_up(x, *, nn, name, filters, kernel, stride):
 
 
 @register("skip")
-def skip(x, *, nn, name, source, merge, crop):
+def skip(x, *, nn, name, source, merge, crop, filters=None):
     """A skip connection: `x` joined with `source`, an earlier output of the network.
 
     Builds `<name>_crop` (Cropping2D, only with `crop` and a larger source: the centre of
@@ -90,10 +90,14 @@ def skip(x, *, nn, name, source, merge, crop):
         source: the earlier tensor the recipe's `from:` names (the builder passes it).
         merge: "concat" or "add".
         crop: crop a larger `source` to the centre.
+        filters: pass `source` through `<name>_lateral`, a 1×1 convolution of this many
+            channels, first (FPN's lateral connection, Lin et al. 2017, §3); None: as it is.
 
     Returns:
         The joined tensor.
     """
+    if filters is not None:
+        source = nn.conv(source, filters, 1, name=f"{name}_lateral")
     if crop:  # the resolver has checked that the sizes are known and the source larger
         dh = source.shape[1] - x.shape[1]
         dw = source.shape[2] - x.shape[2]
@@ -103,3 +107,20 @@ def skip(x, *, nn, name, source, merge, crop):
     if merge == "add":
         return layers.Add(name=name)([x, source])
     return layers.Concatenate(axis=-1, name=name)([x, source])
+
+
+@register("branch")
+def branch(x, *, nn, name, source):
+    """Continue from `source`, an earlier output (a stage's end, a named step or an encoder
+    feature map); the current tensor `x` stays readable by later skips. Builds no layer.
+
+    Args:
+        x: the current tensor (left as it is).
+        nn: the `LayerFactory` (unused; blocks share one signature).
+        name: the step's name (unused: no layer).
+        source: the earlier tensor the recipe's `from:` names (the builder passes it).
+
+    Returns:
+        `source`.
+    """
+    return source

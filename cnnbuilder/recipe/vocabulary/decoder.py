@@ -1,10 +1,12 @@
-"""Decoder blocks of segmentation recipes: upsampling, FC-DenseNet's transition up, and
-skip connections to an earlier named output (U-Net, Ronneberger et al. 2015; FC-DenseNet,
-Jégou et al. 2017).
+"""Decoder blocks of segmentation recipes: upsampling, FC-DenseNet's transition up, skip
+connections to an earlier named output (U-Net, Ronneberger et al. 2015; FC-DenseNet, Jégou
+et al. 2017; FPN's lateral connections, Lin et al. 2017) and `branch`, which continues from
+an earlier output.
 
-`upsample` and `transition_up` change the shape of their input alone; `skip` also reads
-the output of an earlier stage or named step, so the resolver (`cnnbuilder.recipe.resolve`)
-looks that shape up and calls `skip_shape` with it, before any layer is built.
+`upsample` and `transition_up` change the shape of their input alone; `skip` and `branch`
+read the output of an earlier stage or named step (or an encoder feature map of a
+`backbone:`), so the resolver (`cnnbuilder.recipe.resolve`) looks that shape up and calls
+`skip_shape` with it, before any layer is built.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def skip_shape(shape: tuple, source_shape: tuple, f: dict) -> tuple:
     """
     if len(shape) != 3 or len(source_shape) != 3:
         raise ShapeError(f"needs two image-shaped tensors, got {shape} and {source_shape} from {f['from']!r}")
+    if f.get("filters") is not None:  # the source through a 1×1 convolution first (FPN's lateral)
+        source_shape = (*source_shape[:2], f["filters"])
     if f["crop"] and None in (*shape[:2], *source_shape[:2]):
         raise ShapeError(f"crop: true needs a fixed input size (the current tensor is {shape}, "
                          f"{f['from']!r}'s output {source_shape}); give input_shape a height and width")
@@ -111,8 +115,17 @@ register(BlockSpec(
               choices=("concat", "add")),
         Field("crop", "bool", False, "crop the earlier output to the centre when it is larger "
               "(U-Net's valid-padded original)"),
+        Field("filters", "int", None, "pass the earlier output through a 1×1 convolution of this many "
+              "channels first (FPN's lateral connection, Lin et al. 2017)", optional=True, **_POSITIVE),
     ),
     _skip_alone, shorthand="from", composite=False,
+))
+register(BlockSpec(
+    "branch", "decoder",
+    "Continues from an earlier output (a stage's end or a named step), leaving the current tensor "
+    "to later skips: a decoder's separate paths, e.g. one per level of a feature pyramid.",
+    (Field("from", "name", doc="the stage (its last output) or named step to continue from"),),
+    _skip_alone, shorthand="from",
 ))
 
 __all__ = ["skip_shape"]
