@@ -115,3 +115,41 @@ def test_a_segmentation_search_is_scored_by_validation_mean_iou(digits_seg, tmp_
     completed = [t for t in result["trials"] if t["status"] == "completed"]
     assert result["best"]["score"] == max(t["score"] for t in completed)
     assert (tmp_path / "search" / "best" / "model.keras").exists()
+
+
+@pytest.mark.slow
+def test_reproduce_reads_camvid_and_prints_the_mean_iou_beside_the_paper(tmp_path, capsys):
+    """benchmarks/reproduce.py's segmentation path on generated data in CamVid's layout
+    (train/, trainannot/, ...; label 11 void), at a small input so it runs in seconds."""
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import reproduce
+
+    rng = np.random.default_rng(0)
+    camvid = tmp_path / "CamVid"
+    for split, count in (("train", 6), ("val", 3), ("test", 3)):
+        (camvid / split).mkdir(parents=True)
+        (camvid / f"{split}annot").mkdir()
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (36, 48, 3), dtype=np.uint8)).save(
+                camvid / split / f"{split}_{i}.png")
+            labels = rng.integers(0, 12, (36, 48), dtype=np.uint8)  # 11: void
+            Image.fromarray(labels).save(camvid / f"{split}annot" / f"{split}_{i}.png")
+    data = load_dataset(reproduce.camvid_folder(camvid, tmp_path / "linked"))
+    assert data.ignore_label == 255 and data.class_names == list(reproduce.CAMVID_CLASSES)
+    first = np.array(Image.open(camvid / "trainannot" / "train_0.png"))
+    assert (first == 11).any()  # the void pixels are the ignored ones
+    figures = reproduce.reproduce("fcdensenet56", data_dir=camvid, epochs=1, verbose=0,
+                                  input_shape=(32, 32, 3), output=tmp_path / "run")
+    out = capsys.readouterr().out
+    assert figures["reported_mean_iou"] == 58.9 and figures["epochs_run"] == 1
+    assert "published 58.9%" in out and "test mean IoU" in out and "departs:" in out
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["task"] == "segmentation" and run["class_names"] == list(reproduce.CAMVID_CLASSES)
+    assert run["training"]["optimizer"] == "rmsprop" and run["training"]["schedule"] == "exponential"
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert figures["test_mean_iou"] == pytest.approx(100 * metrics["test_mean_iou"], abs=1e-3)
