@@ -349,3 +349,94 @@ def test_memory_efficient_dense_block_with_output_new_computes_the_same():
     efficient.set_weights(plain.get_weights())
     x = np.random.default_rng(4).uniform(size=(2, 8, 8, 3)).astype("float32")
     np.testing.assert_allclose(np.asarray(efficient(x)), np.asarray(plain(x)), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- backbones
+
+
+@fast
+def test_a_backbone_without_stages_or_reductions_a_decoder_needs_is_refused(tmp_path):
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("name: flat\nstem: [{conv: 8}]\nhead: [{global_pool: avg}, {fc: 10}]\n")
+    decoder = tmp_path / "dec.yaml"
+    decoder.write_text(f"name: dec\ntask: segmentation\nbackbone: {flat}\n"
+                       "stages: [{name: d, blocks: [{upsample: 2}]}]\n")
+    with pytest.raises(RecipeError, match=r"dec.yaml, line 3, field backbone: backbone '.*flat.yaml' "
+                                          r"has no stages"):
+        load_recipe(decoder)
+    # resnet20's feature maps are at /1, /2 and /4: the FPN reads /16 too.
+    with pytest.raises(RecipeError, match=r"fpn.yaml.*reads 'backbone_r16'.*The encoder's feature "
+                                          r"maps: backbone_r1, backbone_r2, backbone_r4"):
+        load_recipe("fpn").plan(backbone="resnet20", input_shape=(32, 32, 3))
+    with pytest.raises(RecipeError, match=r"backbone='resnet34': resnet20 has its own encoder and no `backbone:`"):
+        load_recipe("resnet20").plan(backbone="resnet34")
+    with pytest.raises(RecipeError, match=r"backbone='resnet3': backbone 'resnet3'"):
+        load_recipe("unet_backbone").plan(backbone="resnet3")
+
+
+@fast
+def test_a_bad_backbone_value_names_its_line(tmp_path):
+    path = tmp_path / "b.yaml"
+    path.write_text("name: b\ntask: segmentation\nbackbone: [resnet34]\nstages: [{name: d, blocks: [{upsample: 2}]}]\n")
+    with pytest.raises(RecipeError, match=r"b.yaml, line 3, field backbone: expected a recipe name"):
+        load_recipe(path)
+    path.write_text("name: b\nbackbone: resnet34\nstages: [{name: d, blocks: [{upsample: 2}]}]\n")
+    with pytest.raises(RecipeError, match=r"field backbone: a backbone: is for a decoder.*task: segmentation"):
+        load_recipe(path)
+
+
+@fast
+def test_the_decoder_reads_the_encoders_maps_by_reduction():
+    plan = load_recipe("unet_backbone").plan(input_shape=(64, 64, 3), backbone="resnet18")
+    assert plan.backbone == "resnet18"
+    assert [(t.name, t.shape) for t in plan.encoder] == [
+        ("backbone_r2", (32, 32, 64)), ("backbone_r4", (16, 16, 64)), ("backbone_r8", (8, 8, 128)),
+        ("backbone_r16", (4, 4, 256)), ("backbone_r32", (2, 2, 512))]
+    assert plan.steps[0].input_shape == (2, 2, 512)  # the decoder starts from the deepest
+    assert plan.steps[-1].output_shape == (64, 64, 2)
+
+
+def test_unet_over_a_backbone_loads_its_torchvision_weights(tmp_path, monkeypatch):
+    """build("unet", backbone=..., weights="torchvision") builds unet_backbone over the
+    backbone, with the weights a features_only build of the backbone loads (torch.hub's
+    cache holding a state dict, offline)."""
+    from torch_reference import block_triton, save_torchvision
+
+    block_triton()  # TensorFlow is loaded: triton's LLVM would crash beside it
+    torchvision = pytest.importorskip("torchvision")
+    import numpy as np
+
+    import cnnbuilder
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("CNNBUILDER_OFFLINE", "1")
+    save_torchvision(torchvision.models.resnet18(), tmp_path, "resnet18-f37072fd.pth")
+    model = cnnbuilder.build("unet", backbone="resnet18", weights="torchvision", classes=3,
+                             input_shape=(32, 32, 3))
+    assert model.name == "unet_backbone" and model.output_shape == (None, 32, 32, 3)
+    encoder = cnnbuilder.build("resnet18", features_only=True, weights="torchvision", input_shape=(32, 32, 3))
+    loaded = [layer for layer in encoder.layers if layer.weights]
+    assert len(loaded) > 30
+    for layer in loaded:
+        for theirs, ours in zip(layer.get_weights(), model.get_layer(layer.name).get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+    # The encoder's outputs are the backbone's feature maps, the decoder's on top.
+    x = np.random.default_rng(5).normal(size=(1, 32, 32, 3)).astype("float32")
+    import keras
+
+    deepest = keras.Model(model.input, model.get_layer(encoder.outputs[-1]._keras_history.operation.name).output)
+    np.testing.assert_allclose(np.asarray(deepest(x)), np.asarray(encoder(x)[-1]), rtol=1e-5, atol=1e-5)
+
+
+def test_backbone_decoders_count_and_shape():
+    import numpy as np
+
+    import cnnbuilder
+
+    model = cnnbuilder.build("unet_backbone", classes=1, input_shape=(64, 64, 3))
+    # segmentation_models.pytorch's Unet("resnet34", classes=1): 24,436,369 parameters
+    # (PyTorch counts no BatchNorm statistics: the trainable ones here).
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 24_436_369
+    fpn = cnnbuilder.build("fpn", backbone="resnet18", classes=4, input_shape=(64, 96, 3))
+    assert fpn.output_shape == (None, 64, 96, 4)
+    assert cnnbuilder.build("fpn", backbone="resnet18", include_top=False).output_shape == (None, None, None, 128)

@@ -23,7 +23,7 @@ from cnnbuilder.recipe import Plan, Recipe, checks
 from cnnbuilder.recipe.taps import select_taps
 from cnnbuilder.recipe.resolve import skip_target
 from cnnbuilder.recipe.vocabulary import ACTIVATIONS
-from cnnbuilder.zoo import load_recipe
+from cnnbuilder.zoo import list_recipes, load_recipe
 
 
 def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
@@ -77,9 +77,13 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
     backbone = params.pop("backbone", None)
     if backbone is not None:
         recipe = _decoder_recipe(load_recipe(recipe))
-    if is_pytorch_weights(weights) and not _has_backbone(recipe, backbone):
-        # They build the network they need (resnet50_tv...); a backbone recipe loads them
-        # into its encoder (build_planned).
+    if _has_backbone(recipe, backbone):
+        return _build_with_backbone(
+            load_recipe(recipe), backbone, include_top=include_top, weights=weights,
+            input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
+            classifier_activation=classifier_activation, name=name, features_only=features_only,
+            out_indices=out_indices, params=params)
+    if is_pytorch_weights(weights):  # they build the network they need (resnet50_tv...)
         from cnnbuilder.model.pretrained.load import build_pretrained
 
         return build_pretrained(recipe, weights, params=params, include_top=include_top,
@@ -153,16 +157,65 @@ def _has_backbone(recipe, backbone) -> bool:
     return spec is not None and spec.recipe is not None
 
 
+def _build_with_backbone(recipe: Recipe, backbone, *, include_top, weights, input_tensor,
+                         input_shape, pooling, classes, classifier_activation, name,
+                         features_only, out_indices, params) -> keras.Model:
+    """`build` of a recipe whose encoder is a backbone recipe (`backbone` or its own
+    `backbone:`). With `weights`, the backbone is first built with them
+    (`build(backbone, features_only=True, weights=...)`: any source it takes, "imagenet",
+    "torchvision", "timm:...", a file; PyTorch-world weights may pick the variant they need,
+    e.g. resnet50_tv), the decoder is planned over that network and the encoder's weights
+    are copied from it layer by layer; the decoder keeps its initialisation."""
+    _check_arguments(recipe, include_top, None, pooling, classes, classifier_activation)
+    if out_indices is not None and not features_only:
+        raise RecipeError(f"`out_indices` selects the outputs of `features_only=True`. "
+                          f"Received: out_indices={out_indices!r} without features_only")
+    if features_only:
+        include_top = False
+    shape = _input_shape(recipe, include_top, None, input_tensor, input_shape, classes)
+    encoder = backbone if backbone is not None else recipe.backbone.recipe
+    donor = None
+    if weights is not None:
+        # Checked first: a bad argument or a missing decoder param fails before the donor.
+        recipe.plan(input_shape=shape, include_top=include_top, classes=classes,
+                    classifier_activation=classifier_activation, backbone=encoder, **params)
+        donor = build(encoder, features_only=True, weights=weights, input_shape=shape)
+        if donor.name != encoder and donor.name in list_recipes():
+            encoder = donor.name  # the variant the weights were made for
+    plan = recipe.plan(input_shape=shape, include_top=include_top, classes=classes,
+                       classifier_activation=classifier_activation, backbone=encoder, **params)
+    model = build_planned(recipe, plan, include_top=include_top, input_tensor=input_tensor,
+                          pooling=pooling, name=name, features_only=features_only,
+                          out_indices=out_indices, params=params)
+    if donor is not None:
+        _copy_encoder_weights(donor, model)
+    return model
+
+
 def _load_encoder_weights(model, plan: Plan, weights) -> None:
-    """Load `weights` into the encoder of a backbone build: the backbone is built with them
-    (`build(backbone, features_only=True, weights=...)`, any source it accepts:
-    "imagenet", "torchvision", "timm:...", a file) and its weights copied layer by layer
-    (the encoder's layers have the backbone's names); the decoder keeps its initialisation."""
-    donor = build(plan.backbone, features_only=True, weights=weights, input_shape=plan.input_shape)
+    """Load `weights` into the encoder of a backbone model built from `plan` (the backbone
+    built with them, its weights copied by layer name; see `_build_with_backbone`)."""
+    _copy_encoder_weights(build(plan.backbone, features_only=True, weights=weights,
+                                input_shape=plan.input_shape), model)
+
+
+def _copy_encoder_weights(donor, model) -> None:
+    """Copy every weight of `donor` (a `features_only` backbone) into the layer of `model`
+    of the same name.
+
+    Raises:
+        WeightsError: a layer of the donor that `model` lacks or whose shapes differ (the
+            weights need another variant of the backbone than the one `model` was built on).
+    """
     for layer in donor.layers:
-        if layer.weights:
+        if not layer.weights:
+            continue
+        try:
             model.get_layer(layer.name).set_weights(layer.get_weights())
-    del donor
+        except ValueError as exc:
+            raise WeightsError(
+                f"the encoder of {model.name} has no layer {layer.name!r} of the shapes in the "
+                f"weights of {donor.name} ({exc}); build it with backbone={donor.name!r}.") from None
 
 
 def _functional_model(recipe, plan, input_tensor, include_top, pooling, features_only,
