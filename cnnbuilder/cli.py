@@ -180,7 +180,8 @@ def cmd_predict(args) -> int:
 def add_dataset_arguments(p) -> None:
     """The dataset, output and common training flags of `train`."""
     p.add_argument("--dataset", default="digits",
-                   help="digits (embedded, default), tfds:NAME or folder:PATH")
+                   help="digits (embedded, default), digits-seg (embedded, segmentation), "
+                        "tfds:NAME or folder:PATH")
     p.add_argument("--data-dir", help="tensorflow-datasets data directory")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="leave out the images of a folder dataset that cannot be read, instead of refusing it")
@@ -263,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("tune", help="search the recipe's tune: space with KerasTuner (resumable, distributed)")
     p.add_argument("recipe", help="recipe name or path to a .yaml file (with a tune: section)")
     p.add_argument("--dataset", default="digits",
-                   help="digits (embedded, default), tfds:NAME or folder:PATH")
+                   help="digits (embedded, default), digits-seg (embedded, segmentation), "
+                        "tfds:NAME or folder:PATH")
     p.add_argument("--data-dir", help="tensorflow-datasets data directory")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="leave out the images of a folder dataset that cannot be read, instead of refusing it")

@@ -17,6 +17,7 @@ TOPICS = {
     "limits": "limits.md",
     "pretrained": "pretrained.md",
     "recipes": "recipes.md",
+    "segmentation": "segmentation.md",
     "training": "training.md",
 }
 
