@@ -75,11 +75,10 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
     classes = checks.classes(classes)
     name = None if name is None else checks.name(name)
     backbone = params.pop("backbone", None)
-    if backbone is not None:
-        recipe = _decoder_recipe(load_recipe(recipe))
-    if _has_backbone(recipe, backbone):
+    loaded = _loaded(recipe, backbone, pytorch=is_pytorch_weights(weights))
+    if loaded is not None and (backbone is not None or (loaded.backbone and loaded.backbone.recipe)):
         return _build_with_backbone(
-            load_recipe(recipe), backbone, include_top=include_top, weights=weights,
+            loaded, backbone, include_top=include_top, weights=weights,
             input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
             classifier_activation=classifier_activation, name=name, features_only=features_only,
             out_indices=out_indices, params=params)
@@ -91,7 +90,7 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
                                 pooling=pooling, classes=classes,
                                 classifier_activation=classifier_activation, name=name,
                                 features_only=features_only, out_indices=out_indices)
-    recipe = load_recipe(recipe)
+    recipe = loaded
     _check_arguments(recipe, include_top, weights, pooling, classes, classifier_activation)
     if out_indices is not None and not features_only:
         raise RecipeError(f"`out_indices` selects the outputs of `features_only=True`. "
@@ -145,16 +144,18 @@ def _decoder_recipe(recipe: Recipe) -> Recipe:
     return recipe
 
 
-def _has_backbone(recipe, backbone) -> bool:
-    """Whether the build's encoder is a backbone recipe (a ``backbone=`` or the recipe's own
-    `backbone:`)."""
+def _loaded(recipe, backbone, *, pytorch: bool) -> Recipe | None:
+    """The `Recipe` `build` uses, loaded once: with ``backbone=``, the recipe's decoder
+    (`_decoder_recipe`); None where PyTorch-world weights name something that is not a
+    recipe (their loader reports it in its own words)."""
     if backbone is not None:
-        return True
+        return _decoder_recipe(load_recipe(recipe))
+    if not pytorch:
+        return load_recipe(recipe)
     try:
-        spec = load_recipe(recipe).backbone
+        return load_recipe(recipe)
     except (RecipeError, OSError):
-        return False  # the PyTorch-world loader reports it in its own words
-    return spec is not None and spec.recipe is not None
+        return None
 
 
 def _build_with_backbone(recipe: Recipe, backbone, *, include_top, weights, input_tensor,
