@@ -440,3 +440,23 @@ def test_backbone_decoders_count_and_shape():
     fpn = cnnbuilder.build("fpn", backbone="resnet18", classes=4, input_shape=(64, 96, 3))
     assert fpn.output_shape == (None, 64, 96, 4)
     assert cnnbuilder.build("fpn", backbone="resnet18", include_top=False).output_shape == (None, None, None, 128)
+
+
+def test_show_counts_the_encoder_in_one_row_and_the_up_convolutions_multiply_adds():
+    import keras
+
+    import cnnbuilder
+    from cnnbuilder.model.summary import layer_macs, summarize
+
+    plan = load_recipe("fpn").plan(backbone="resnet18", input_shape=(64, 64, 3))
+    model = cnnbuilder.build("fpn", backbone="resnet18", input_shape=(64, 64, 3))
+    rows = summarize(model, plan)
+    assert rows[0].name == "encoder" and rows[0].output_shape == (2, 2, 512)
+    assert rows[0].params == cnnbuilder.build("resnet18", features_only=True, input_shape=(64, 64, 3)).count_params()
+    assert [r.name for r in rows[1:]] == [*plan.stages, "head"]
+    assert sum(r.params for r in rows) == model.count_params()
+    # A 2×2 stride-2 up-convolution: each of the 4×4×3 inputs meets 2×2×5 weights.
+    inputs = keras.Input((4, 4, 3))
+    layer = keras.layers.Conv2DTranspose(5, 2, strides=2)
+    layer(inputs)
+    assert layer_macs(layer) == 4 * 4 * 3 * 2 * 2 * 5

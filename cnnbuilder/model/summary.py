@@ -19,6 +19,7 @@ def layer_macs(layer) -> int:
 
     Returns:
         The MACs of a Conv2D (output positions × kernel area × input channels / groups ×
+        filters), a Conv2DTranspose (input positions × kernel area × input channels ×
         filters) or Dense layer; 0 for other layers and for unknown spatial sizes.
     """
     if isinstance(layer, keras.layers.Conv2D):
@@ -28,6 +29,12 @@ def layer_macs(layer) -> int:
         kh, kw = layer.kernel_size
         in_channels = layer.input.shape[-1]
         return out[1] * out[2] * out[3] * kh * kw * in_channels // layer.groups
+    if isinstance(layer, keras.layers.Conv2DTranspose):  # every input position scatters a kernel
+        shape = layer.input.shape
+        if any(d is None for d in shape[1:]):
+            return 0
+        kh, kw = layer.kernel_size
+        return shape[1] * shape[2] * shape[3] * kh * kw * layer.filters
     if isinstance(layer, keras.layers.Dense):
         positions = math.prod(d for d in layer.output.shape[1:-1] if d is not None) or 1
         return positions * layer.input.shape[-1] * layer.units
@@ -64,7 +71,8 @@ def summarize(model: keras.Model, plan: Plan) -> list[StageSummary]:
 
     A layer belongs to the step whose name is the longest prefix of its own
     (`conv2_block1_0_bn` to step `conv2`); layers of no step (the builder's pooling) count
-    in the head.
+    in the head, but for a plan over a backbone (`plan.encoder`) the backbone's layers are
+    one first row, ``encoder``.
 
     Args:
         model: the model built from `plan`.
@@ -75,6 +83,11 @@ def summarize(model: keras.Model, plan: Plan) -> list[StageSummary]:
     """
     stage_of_step = {s.name: s.stage for s in plan.steps}
     stages: dict[str, StageSummary] = {}
+    encoder = None
+    if getattr(plan, "encoder", ()):  # a backbone's feature maps: one row before the decoder
+        encoder = StageSummary("encoder", [(f"{plan.backbone} (features_only)", 1)],
+                               tuple(plan.encoder[-1].shape))
+        stages["encoder"] = encoder
     for step in plan.steps:
         summary = stages.setdefault(step.stage, StageSummary(step.stage))
         # A dense block is one step of many layers: say how many.
@@ -88,6 +101,10 @@ def summarize(model: keras.Model, plan: Plan) -> list[StageSummary]:
     for layer in model.layers:
         owner = _owner(layer.name, names)
         stage = stage_of_step[owner] if owner else "head"
+        if owner is None and encoder is not None and layer.name not in ("avg_pool", "max_pool"):
+            encoder.params += layer.count_params()
+            encoder.macs += layer_macs(layer)
+            continue
         summary = stages.setdefault(stage, StageSummary(stage))
         summary.params += layer.count_params()
         summary.macs += layer_macs(layer)
