@@ -60,6 +60,10 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
             the taps as timm's `out_indices` (negative from the end); default all. The
             model ends at the last one chosen.
         **params: overrides of the recipe's params (`build("densenet121", growth_rate=12)`).
+            ``backbone=NAME`` (a keyword, not a param) gives a segmentation recipe with a
+            `backbone:` its encoder: zoo recipe NAME's `features_only` feature maps, with
+            `weights` loaded into it (`build("unet", backbone="resnet34",
+            weights="torchvision", classes=3)`; `cnnbuilder.recipe.backbone`).
 
     Returns:
         A `keras.Model` (functional) of standard Keras layers, with deterministic names.
