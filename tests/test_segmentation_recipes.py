@@ -460,3 +460,19 @@ def test_show_counts_the_encoder_in_one_row_and_the_up_convolutions_multiply_add
     layer = keras.layers.Conv2DTranspose(5, 2, strides=2)
     layer(inputs)
     assert layer_macs(layer) == 4 * 4 * 3 * 2 * 2 * 5
+
+
+def test_cli_show_prints_the_task_and_refuses_a_bad_skip_with_exit_2(capsys, tmp_path):
+    from cnnbuilder.cli import main
+
+    assert main(["show", "unet", "--set", "width=4", "--input-shape", "32,32,1", "--classes", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "task segmentation: output (32, 32, 3), a class probability per pixel" in out
+    assert main(["show", "resnet20"]) == 0
+    assert "task" not in capsys.readouterr().out.split("└")[-1]  # a classifier says nothing
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ntask: segmentation\nstages:\n  - name: down\n    blocks: [{conv: 4}]\n"
+                   "  - name: up\n    blocks: [{skip: dwn}]\n")
+    assert main(["show", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml, line 7" in err and "Did you mean 'down'" in err and "Traceback" not in err
