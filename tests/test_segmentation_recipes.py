@@ -476,3 +476,16 @@ def test_cli_show_prints_the_task_and_refuses_a_bad_skip_with_exit_2(capsys, tmp
     assert main(["show", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml, line 7" in err and "Did you mean 'down'" in err and "Traceback" not in err
+
+
+@fast
+def test_a_segmentation_head_must_end_at_the_inputs_size_with_the_classes():
+    half = net(ENCODER, head=HEAD)  # ends at 8×8
+    with pytest.raises(RecipeError, match=r"field head\[0\].conv: a segmentation network gives 3 class "
+                                          r"scores per pixel at the input's size, \(16, 16, 3\); its last "
+                                          r"block \(head_conv1\) gives \(8, 8, 3\)"):
+        load_recipe(half)
+    full = net([*ENCODER, ("up", [{"upsample": 2}])], head=HEAD)
+    assert load_recipe(full).plan(classes=7).steps[-1].output_shape == (16, 16, 7)
+    with pytest.raises(RecipeError, match=r"gives \(16, 16, 4\)"):
+        load_recipe(net([*ENCODER, ("up", [{"upsample": 2}])], head=[{"conv": 4}]))

@@ -170,7 +170,7 @@ class Recipe:
                        " and no `backbone:`; a backbone takes a decoder recipe such as unet_backbone or fpn."))
             name, label = backbone, argument_label("backbone", backbone)
         encoder = encoder_taps(name, shape, label) if name is not None else ()
-        return resolve(
+        plan = resolve(
             self.document,
             overrides=overrides,
             input_shape=shape,
@@ -181,6 +181,22 @@ class Recipe:
             backbone=name,
             encoder=encoder,
         )
+        if self.task == "segmentation" and include_top and self.document.data.get("head"):
+            self._check_per_pixel(plan, self.default_classes if classes is None else classes)
+        return plan
+
+    def _check_per_pixel(self, plan: Plan, classes: int) -> None:
+        """A segmentation network's head ends at the input's height and width with `classes`
+        channels; RecipeError naming its last block otherwise (a recipe without a head is a
+        decoder for `include_top=False`: not checked)."""
+        last = plan.steps[-1]
+        out, size = last.output_shape, plan.input_shape[:2]
+        same_size = len(out) == 3 and all(a is None or b is None or a == b for a, b in zip(out[:2], size))
+        if not same_size or out[-1] != classes:
+            raise self.document.error(
+                last.path, f"a segmentation network gives {classes} class scores per pixel at the "
+                f"input's size, {(*size, classes)}; its last block ({last.name}) gives {out}. End "
+                "the head with a 1×1 conv of ${classes} filters at the input's resolution.")
 
     def feature_taps(self, plan: Plan | None = None) -> list[Tap]:
         """The feature maps `features_only=True` returns, in network order: the recipe's
