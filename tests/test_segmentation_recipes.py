@@ -489,3 +489,12 @@ def test_a_segmentation_head_must_end_at_the_inputs_size_with_the_classes():
     assert load_recipe(full).plan(classes=7).steps[-1].output_shape == (16, 16, 7)
     with pytest.raises(RecipeError, match=r"gives \(16, 16, 4\)"):
         load_recipe(net([*ENCODER, ("up", [{"upsample": 2}])], head=[{"conv": 4}]))
+
+
+def test_feature_info_of_a_decoder_counts_its_upsampling_down_to_the_input():
+    import cnnbuilder
+
+    model = cnnbuilder.build("unet", input_shape=(32, 32, 1), classes=2, width=2, features_only=True)
+    info = cnnbuilder.feature_info(model)
+    assert [i["reduction"] for i in info] == [1, 2, 4, 8, 16, 8, 4, 2, 1]
+    assert [i["reduction"] for i in info] == [32 // o.shape[1] for o in model.outputs]

@@ -122,7 +122,8 @@ def layer_strides(model: keras.Model) -> dict[str, int]:
     """Cumulative stride of every layer's output, by layer name.
 
     A layer's stride is its own `strides` (1 for layers without one) times the largest
-    stride among its inputs. A strided 1×1 convolution that the layer factory builds as a
+    stride among its inputs; an upsampling layer (`UpSampling2D`, a transposed
+    convolution: a segmentation decoder's) divides it by its factor. A strided 1×1 convolution that the layer factory builds as a
     1×1 pooling followed by a stride-1 convolution (see `cnnbuilder.model.onednn`) counts
     the same: the pooling carries the stride.
 
@@ -136,9 +137,14 @@ def layer_strides(model: keras.Model) -> dict[str, int]:
     for layer in model.layers:  # functional models list their layers in topological order
         inbound = [strides.get(t._keras_history.operation.name, 1)
                    for node in layer._inbound_nodes for t in node.input_tensors]
-        own = getattr(layer, "strides", None)
+        stride = max(inbound, default=1)
+        own = getattr(layer, "size" if isinstance(layer, keras.layers.UpSampling2D) else "strides", None)
         own = own[0] if isinstance(own, (tuple, list)) and own else (own if isinstance(own, int) else 1)
-        strides[layer.name] = max(inbound, default=1) * own
+        if isinstance(layer, (keras.layers.UpSampling2D, keras.layers.Conv2DTranspose)):
+            # A decoder's upsampling divides the reduction (16 -> 8 ... -> 1).
+            strides[layer.name] = stride // own if stride % own == 0 else stride / own
+        else:
+            strides[layer.name] = stride * own
     return strides
 
 
