@@ -55,10 +55,15 @@ def cmd_train(args) -> int:
     if metrics.get("skipped_images"):
         print(f"{metrics['skipped_images']} images of the dataset could not be used and were "
               f"left out (listed in {result.output}/run.json).")
-    print(f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} "
+    segmentation = "test_mean_iou" in metrics
+    score = (f"test mean IoU {metrics['test_mean_iou']:.4f}, pixel accuracy "
+             f"{metrics['test_pixel_accuracy']:.4f}" if segmentation
+             else f"test accuracy {metrics['test_accuracy']:.4f}")
+    print(f"{score}, test loss {metrics['test_loss']:.4f} "
           f"after {metrics['epochs_run']} epochs ({metrics['seconds']:.0f} s); "
           f"best epoch {metrics['best_epoch']}.")
-    print(f"results in {result.output}/: metrics.json, history.csv, history.png, model.keras")
+    print(f"results in {result.output}/: metrics.json, history.csv, history.png, "
+          + ("segmentation.png, " if segmentation else "") + "model.keras")
     return 0
 
 

@@ -20,7 +20,7 @@ from cnnbuilder.data.mixing import mix_batch
 from cnnbuilder.data.randaugment import randaugment, random_erasing
 from cnnbuilder.errors import DataError
 
-__all__ = ["AUGMENTATIONS", "augment_batches", "augmentation_names", "epoch_seed"]
+__all__ = ["AUGMENTATIONS", "augment_batches", "augmentation_names", "batch_seeds", "epoch_seed"]
 
 
 def _random_shift(images: tf.Tensor, pad: int, seed: tf.Tensor) -> tf.Tensor:
@@ -111,6 +111,17 @@ def epoch_seed(seed: int, epoch, stream: int) -> tf.Tensor:
     return tf.random.experimental.stateless_fold_in(base, tf.cast(epoch, tf.int64))
 
 
+def batch_seeds(seed: int, epoch=None) -> tf.data.Dataset:
+    """The stateless seed of each batch, in order: in epoch `epoch` (a tensor) the b-th
+    batch's is drawn from (seed, epoch, b) alone, so a resumed run replays it; with `epoch`
+    None, from a seeded stream that changes every pass."""
+    if epoch is None:
+        return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    base = epoch_seed(seed, epoch, 1)
+    return tf.data.Dataset.range(tf.int64.max).map(
+        lambda index: tf.random.experimental.stateless_fold_in(base, index))
+
+
 def augment_batches(batches: tf.data.Dataset, names: list[str], seed: int,
                     epoch=None) -> tf.data.Dataset:
     """Apply the named augmentations to each (images, labels) batch.
@@ -119,13 +130,7 @@ def augment_batches(batches: tf.data.Dataset, names: list[str], seed: int,
     is drawn from (seed, epoch, b) alone, so a resumed run replays it exactly; with
     `epoch` None, from a seeded stream that changes every pass.
     """
-    if epoch is None:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    else:
-        base = epoch_seed(seed, epoch, 1)
-        seeds = tf.data.Dataset.range(tf.int64.max).map(
-            lambda index: tf.random.experimental.stateless_fold_in(base, index))
-
+    seeds = batch_seeds(seed, epoch)
     entries = [_entry(e) for e in names]
     mixing = {n: o for n, o in entries if n in MIXING}
 

@@ -29,7 +29,7 @@ from cnnbuilder.data.preprocess import (
 from cnnbuilder.data.splits import Split, split_size
 from cnnbuilder.errors import DataError
 
-__all__ = ["batch_count", "make_pipeline"]
+__all__ = ["batch_count", "make_pipeline", "shard_to_devices"]
 
 # Shuffle buffer for streamed splits whose elements may be large decoded images.
 _STREAM_SHUFFLE_BUFFER = 10_000
@@ -142,14 +142,21 @@ def _batches(split, *, input_shape, batch_size, training, names, seed, repeat, n
                 lambda images, labels: (normalize(images, normalization, **stats), labels),
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
-    if shard is not None:
-        known = epoch is not None or batches.cardinality() >= 0
-        batches = shard_batches(batches, *shard)
-        if known and size is not None:
-            # The filter hides the length: state it (a single device's, less a dropped
-            # last batch), so Keras knows how many steps an epoch has.
-            steps = batch_count(size, batch_size, devices=shard[1] * shard[2])
-            batches = batches.apply(tf.data.experimental.assert_cardinality(steps))
+    return shard_to_devices(batches, shard, epoch=epoch, size=size, batch_size=batch_size)
+
+
+def shard_to_devices(batches: tf.data.Dataset, shard, *, epoch, size, batch_size) -> tf.data.Dataset:
+    """`batches` as this process's share (`shard_batches`) when `shard` is given, with
+    the epoch's length stated where it is known; `batches` unchanged without a shard."""
+    if shard is None:
+        return batches
+    known = epoch is not None or batches.cardinality() >= 0
+    batches = shard_batches(batches, *shard)
+    if known and size is not None:
+        # The filter hides the length: state it (a single device's, less a dropped
+        # last batch), so Keras knows how many steps an epoch has.
+        steps = batch_count(size, batch_size, devices=shard[1] * shard[2])
+        batches = batches.apply(tf.data.experimental.assert_cardinality(steps))
     return batches
 
 

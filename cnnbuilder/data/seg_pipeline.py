@@ -33,7 +33,8 @@ import numpy as np
 import tensorflow as tf
 
 from cnnbuilder.data.arrays import check_images
-from cnnbuilder.data.augment import AUGMENTATIONS, _entry, augmentation_names, epoch_seed
+from cnnbuilder.data.augment import (AUGMENTATIONS, _entry, augmentation_names, batch_seeds,
+                                     epoch_seed)
 from cnnbuilder.data.preprocess import normalize, preprocess
 from cnnbuilder.data.segmentation import decode_pairs, segmentation_source
 from cnnbuilder.data.splits import split_size
@@ -143,7 +144,7 @@ def make_segmentation_pipeline(split, *, input_shape, batch_size, training, augm
                                class_weights) -> tf.data.Dataset:
     """The (images, masks, pixel_weights) batches of a segmentation split; the arguments
     are `make_pipeline`'s (already checked there), see the module docstring."""
-    from cnnbuilder.data.pipeline import batch_count, shard_batches
+    from cnnbuilder.data.pipeline import shard_to_devices
 
     names = segmentation_augmentations(augment) if training else []
     weights = _check_weights(class_weights, ignore_label)
@@ -184,13 +185,7 @@ def make_segmentation_pipeline(split, *, input_shape, batch_size, training, augm
                 batches = batches.map(lambda i, m: (normalize(i, normalization, **stats), m),
                                       num_parallel_calls=tf.data.AUTOTUNE)
         batches = batches.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
-        if shard is not None:
-            known = epoch is not None or batches.cardinality() >= 0
-            batches = shard_batches(batches, *shard)
-            if known and size is not None:
-                steps = batch_count(size, batch_size, devices=shard[1] * shard[2])
-                batches = batches.apply(tf.data.experimental.assert_cardinality(steps))
-        return batches
+        return shard_to_devices(batches, shard, epoch=epoch, size=size, batch_size=batch_size)
 
     if training and epochs is not None:
         if size is None:
@@ -250,12 +245,7 @@ def _joint(op, images, masks, seed, options):
 def _augment(batches, names, seed, epoch) -> tf.data.Dataset:
     """Each (images, masks) batch augmented with its stateless seed, drawn as
     `cnnbuilder.data.augment.augment_batches` draws it (from (seed, epoch, position))."""
-    if epoch is None:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    else:
-        base = epoch_seed(seed, epoch, 1)
-        seeds = tf.data.Dataset.range(tf.int64.max).map(
-            lambda index: tf.random.experimental.stateless_fold_in(base, index))
+    seeds = batch_seeds(seed, epoch)
     entries = [_entry(e) for e in names]
 
     def augment(batch, batch_seed):

@@ -206,9 +206,9 @@ def format_export_summary(directory) -> str:
         f"{len(meta['class_names'])} classes",
     ]
     accuracy = (meta.get("metrics") or {}).get("test_accuracy")
-    if accuracy is not None:
-        lines.append(f"  test accuracy {float(accuracy):.4f}")
     mean_iou = (meta.get("metrics") or {}).get("test_mean_iou")
+    if accuracy is not None:  # a segmentation run's is its pixel accuracy
+        lines.append(f"  test {'pixel ' if mean_iou is not None else ''}accuracy {float(accuracy):.4f}")
     if mean_iou is not None:
         lines.append(f"  test mean IoU {float(mean_iou):.4f}")
     if meta["format"] == "savedmodel" and meta.get("task") == SEGMENTATION:
