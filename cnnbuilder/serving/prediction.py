@@ -26,7 +26,7 @@ import numpy as np
 
 from cnnbuilder.errors import CnnBuilderError, DataError, RunError
 from cnnbuilder.serving.foreign import check_saved_model
-from cnnbuilder.serving.images import read_image
+from cnnbuilder.serving.images import read_image, run_by_shape
 from cnnbuilder.serving.metadata import LABELS, LABELS_ASSET, METADATA
 from cnnbuilder.serving.runtimes import FileModel, resolve_export
 from cnnbuilder.serving.segmentation import (
@@ -242,19 +242,7 @@ def _load_signature(directory: Path):
 def _run_grouped(run, images: list[np.ndarray]) -> np.ndarray:
     """(N, K) probabilities, batching images of equal shape together through `run`
     (a uint8 batch -> probabilities)."""
-    import tensorflow as tf
-
-    groups: dict[tuple, list[int]] = {}
-    for index, image in enumerate(images):
-        groups.setdefault(image.shape, []).append(index)
-    rows: dict[int, np.ndarray] = {}
-    for indices in groups.values():
-        for start in range(0, len(indices), _BATCH_SIZE):
-            chunk = indices[start : start + _BATCH_SIZE]
-            outputs = run(tf.constant(np.stack([images[i] for i in chunk])))
-            for i, row in zip(chunk, np.asarray(outputs)):
-                rows[i] = row
-    return np.stack([rows[i] for i in range(len(images))])
+    return np.stack(run_by_shape(run, images, _BATCH_SIZE))
 
 
 def _class_names(directory: Path, labels: Path | str, num_classes: int) -> list[str]:

@@ -240,18 +240,9 @@ def predict_segmentation(run, image_paths: Sequence, images: list, class_names: 
         ``[{"image": path, "size": [H, W], "areas": {...}, "mask": path, "areas_file":
         path}]`` (the last two with `output` only), in the order of `images`.
     """
-    import tensorflow as tf
+    from cnnbuilder.serving.images import run_by_shape
 
-    maps: dict[int, np.ndarray] = {}
-    groups: dict[tuple, list[int]] = {}
-    for index, image in enumerate(images):
-        groups.setdefault(image.shape, []).append(index)
-    for indices in groups.values():
-        for start in range(0, len(indices), _BATCH_SIZE):
-            chunk = indices[start:start + _BATCH_SIZE]
-            batch = run(tf.constant(np.stack([images[i] for i in chunk])))
-            for i, classes in zip(chunk, np.asarray(batch)):
-                maps[i] = classes
+    maps = run_by_shape(run, images, _BATCH_SIZE)
     directory = None if output is None else Path(output)
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
