@@ -164,19 +164,25 @@ def _tfds_in_memory_splits(
     }
 
 
-def _tfds_streamed_splits(
-    builder, info, plan, validation_split: float, test_split: float
-) -> dict[str, Split]:
-    """tf.data splits; missing validation/test are fixed slices of the end of train."""
+def split_slices(info, plan, validation_split: float, test_split: float) -> dict[str, str]:
+    """tfds split names of train, validation and test: the set's own where `plan` has
+    them, else fixed slices of the end of its train split (the same for every run)."""
     n = info.splits["train"].num_examples
     n_test = 0 if plan["test"] else math.ceil(n * test_split)
     n_validation = 0 if plan["validation"] else math.ceil(n * validation_split)
     n_train = n - n_test - n_validation
-    names = {
+    return {
         "train": f"train[:{n_train}]",
         "validation": plan["validation"] or f"train[{n_train}:{n_train + n_validation}]",
         "test": plan["test"] or f"train[{n_train + n_validation}:]",
     }
+
+
+def _tfds_streamed_splits(
+    builder, info, plan, validation_split: float, test_split: float
+) -> dict[str, Split]:
+    """tf.data splits; missing validation/test are fixed slices of the end of train."""
+    names = split_slices(info, plan, validation_split, test_split)
     return {
         key: builder.as_dataset(split=split, as_supervised=True)
         for key, split in names.items()

@@ -16,8 +16,6 @@ sets (`cnnbuilder.data.tfds`).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
@@ -47,7 +45,7 @@ def load_tfds_segmentation(builder, name: str, validation_split: float,
     Raises:
         DataError: a set whose mask coding is not known, or without an RGB/grey image.
     """
-    from cnnbuilder.data.tfds import _tfds_split_plan
+    from cnnbuilder.data.tfds import _tfds_split_plan, split_slices
 
     info = builder.info
     if info.name not in SEGMENTATION_SETS:
@@ -62,15 +60,7 @@ def load_tfds_segmentation(builder, name: str, validation_split: float,
     if len(shape) != 3 or getattr(image, "np_dtype", None) != np.uint8:
         raise DataError(f"tfds:{name} has no uint8 (H, W, C) 'image' feature beside its masks.")
     plan = _tfds_split_plan(info)
-    n = info.splits["train"].num_examples
-    n_test = 0 if plan["test"] else math.ceil(n * test_split)
-    n_validation = 0 if plan["validation"] else math.ceil(n * validation_split)
-    n_train = n - n_test - n_validation
-    splits = {
-        "train": f"train[:{n_train}]",
-        "validation": plan["validation"] or f"train[{n_train}:{n_train + n_validation}]",
-        "test": plan["test"] or f"train[{n_train + n_validation}:]",
-    }
+    splits = split_slices(info, plan, validation_split, test_split)
     count = len(names)
 
     def pair(example):
