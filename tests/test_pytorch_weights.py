@@ -325,6 +325,19 @@ def test_train_starts_from_torchvision_weights_with_their_preprocessing(caches, 
     assert status == 0
     record = json.loads((out / runs.RUN).read_text())
     assert record["weights"] == "torchvision" and record["preprocessing"]["normalization"] == "torch"
+    # The weights' evaluation transform (resize 256, centre crop 224: 0.875) at this input:
+    # shorter side to floor(32 / 0.875) = 36, centre 32×32 (timm's scale_size rule), in
+    # the record that export and predict read and in the run's own pipelines.
+    assert record["preprocessing"]["crop_from"] == 36
+    from cnnbuilder.data import load_dataset, preprocess
+    from cnnbuilder.training.engine import prepare
+
+    data = load_dataset("digits")
+    job = prepare("resnet18", data, weights="torchvision", input_shape=(32, 32, 3))
+    images, _ = next(iter(job.pipeline("test")))
+    expected_input = preprocess(data.test[0][: len(images)], (32, 32, 3), normalization="torch",
+                                crop_from=36)
+    np.testing.assert_allclose(images.numpy(), expected_input.numpy(), atol=1e-6)
     model = cnnbuilder.load_model(out)
     first = next(layer for layer in model.layers if layer.name.endswith("conv1") and layer.weights)
     expected = network.conv1.weight.detach().numpy().transpose(2, 3, 1, 0)

@@ -141,10 +141,10 @@ def test_the_preprocessing_the_weights_expect():
     from cnnbuilder.model.pretrained.sources import weights_preprocessing
 
     assert weights_preprocessing("resnet50", "torchvision") == {"normalization": "torch",
-                                                                "crop_from": 232}
+                                                                "crop_from": 232, "crop": 224}
     assert weights_preprocessing("googlenet", "torchvision")["normalization"] == "tf"
     assert weights_preprocessing("resnet18", "my/resnet18.pth") == {"normalization": "torch",
-                                                                   "crop_from": 256}
+                                                                   "crop_from": 256, "crop": 224}
     assert weights_preprocessing("resnet20", "my/resnet20.pth") is None
 
 

@@ -51,6 +51,7 @@ def make_pipeline(
     epochs: tuple[int, int] | None = None,
     ignore_label: int | None = None,
     class_weights: Sequence[float] | None = None,
+    crop_from: int | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 model input shaped like `input_shape`, int labels); of a
     segmentation split (masks as labels), (images, int32 (B, H, W) masks, float32 (B, H, W)
@@ -83,6 +84,8 @@ def make_pipeline(
             `Dataset.ignore_label`, e.g. 255), or None.
         class_weights: segmentation only: a weight per class, the pixel weight of each
             labelled pixel (None: 1).
+        crop_from: `preprocess`'s resize of the shorter side before the centre crop (the
+            evaluation transform of PyTorch-world weights); None resizes straight.
 
     Returns:
         A prefetching ``tf.data.Dataset``.
@@ -97,6 +100,9 @@ def make_pipeline(
     from cnnbuilder.data.seg_pipeline import is_segmentation_split, make_segmentation_pipeline
 
     if is_segmentation_split(split):
+        if crop_from is not None:
+            raise DataError("crop_from (a centre crop) is for classification: a segmentation "
+                            "mask must cover the whole image.")
         return make_segmentation_pipeline(
             split, input_shape=input_shape, batch_size=batch_size, training=training,
             augment=augment, seed=seed, repeat=repeat, normalization=normalization,
@@ -108,7 +114,7 @@ def make_pipeline(
     names = augmentation_names(augment) if training else []
     options = dict(input_shape=input_shape, batch_size=batch_size, training=training,
                    names=names, seed=seed, repeat=repeat, normalization=normalization,
-                   stats=stats, shard=shard, size=split_size(split))
+                   stats=stats, shard=shard, size=split_size(split), crop_from=crop_from)
     # Arrays and file lists become tensors once, here: each epoch's dataset captures them
     # rather than copying them into its graph.
     split = _in_tensors(split) if training or not isinstance(split, tf.data.Dataset) else split
@@ -125,11 +131,12 @@ def make_pipeline(
 
 
 def _batches(split, *, input_shape, batch_size, training, names, seed, repeat, normalization,
-             stats, shard, size, epoch) -> tf.data.Dataset:
+             stats, shard, size, epoch, crop_from=None) -> tf.data.Dataset:
     """The batches of one pass over `split` of `size` examples (None: unknown) in epoch
     `epoch` (a tensor; None: seeded anew each pass); see `make_pipeline`."""
     # Augmentations work in [0, 1] (their padding is black); normalization follows them.
-    convert = _convert_batch(input_shape, *(("unit", {}) if names else (normalization, stats)))
+    convert = _convert_batch(input_shape, *(("unit", {}) if names else (normalization, stats)),
+                             crop_from=crop_from)
     order = (seed, epoch) if training else None
     if isinstance(split, _Arrays):
         batches = _array_batches(split, batch_size, order, repeat, convert)
@@ -204,10 +211,11 @@ def shard_batches(batches: tf.data.Dataset, index: int, processes: int,
         lambda *batch: tf.shape(batch[0])[0] > 0)
 
 
-def _convert_batch(input_shape, normalization: str, stats: dict):
+def _convert_batch(input_shape, normalization: str, stats: dict, crop_from=None):
     """A map function converting a uint8 (images, labels) batch to model input."""
     def convert(images, labels):
-        return preprocess(images, input_shape, normalization=normalization, **stats), labels
+        return preprocess(images, input_shape, normalization=normalization, crop_from=crop_from,
+                          **stats), labels
 
     return convert
 

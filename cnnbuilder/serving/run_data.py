@@ -95,6 +95,7 @@ class RunData:
             raise ExportError(f"The dataset {self.name} has no {split} split to check the export on.")
         pipeline = make_pipeline(examples, input_shape=self.preprocessing["input_shape"],
                                  batch_size=_BATCH_SIZE, training=False,
+                                 crop_from=self.preprocessing.get("crop_from"),
                                  **normalization_args(self.preprocessing))
         for images, labels in pipeline:
             yield images.numpy(), labels.numpy()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnbuilder import runs
-from cnnbuilder.errors import RecipeError, WeightsError
+from cnnbuilder.errors import RecipeError, RunError, WeightsError
 from cnnbuilder.model.freeze import check_freeze, freeze, parse_freeze
 from cnnbuilder.model.loading import imagenet_file, weights_normalization
 from cnnbuilder.model.pretrained.sources import is_pytorch_weights
@@ -38,6 +38,9 @@ class FineTuning:
     normalization: str | None = None
     # (mean, std) of a `dataset` normalization: the weights' run's, never recomputed.
     statistics: tuple | None = None
+    # The centre crop's share of the resized image the weights were evaluated at (PyTorch
+    # world: 224 of 256 = 0.875; a run's recorded one); None: resized straight.
+    crop_fraction: float | None = None
 
     @classmethod
     def create(cls, recipe, plan, weights=None, freeze=None, *,
@@ -70,10 +73,13 @@ class FineTuning:
         if names is not None:
             sections = [s.stage if s.section == "stage" else s.section for s in plan.steps]
             check_freeze(list(dict.fromkeys(sections)), names, recipe.name)
-        normalization = (_pytorch_normalization(recipe, weights) if pytorch
-                         else weights_normalization(weights, recipe))
+        if pytorch:
+            normalization, crop_fraction = _pytorch_preprocessing(recipe, weights)
+        else:
+            normalization = weights_normalization(weights, recipe)
+            crop_fraction = _recorded_crop_fraction(weights) if weights != "imagenet" else None
         statistics = _recorded_statistics(weights) if normalization == "dataset" else None
-        return cls(weights, names, normalization, statistics)
+        return cls(weights, names, normalization, statistics, crop_fraction)
 
     def identity(self) -> dict:
         """What a rerun must match besides `RunSettings.identity` (None: not used)."""
@@ -84,13 +90,29 @@ class FineTuning:
         return freeze(model, self.freeze)
 
 
-def _pytorch_normalization(recipe, weights) -> str | None:
-    """The input normalization PyTorch-world `weights` were trained with (their source's
-    mean and std: ``torch`` mode); None where the recipe has no source to say it."""
+def _pytorch_preprocessing(recipe, weights) -> tuple:
+    """(normalization, crop fraction) PyTorch-world `weights` expect: their source's mean
+    and std (``torch`` mode) and evaluation crop (224 of 256: 0.875); (None, None) where
+    the recipe has no source to say it."""
     from cnnbuilder.model.pretrained.sources import weights_preprocessing
 
     preprocessing = weights_preprocessing(recipe.name, weights)
-    return preprocessing["normalization"] if preprocessing else None
+    if not preprocessing:
+        return None, None
+    return preprocessing["normalization"], preprocessing["crop"] / preprocessing["crop_from"]
+
+
+def _recorded_crop_fraction(weights) -> float | None:
+    """The crop fraction of the run `weights` names (its recorded ``crop_from``), so a
+    second fine-tuning phase keeps the first's evaluation transform; None without one."""
+    try:
+        record = runs.recorded_preprocessing(runs.model_file(weights))
+    except (RunError, OSError):  # a weights file, not a run: no record
+        return None
+    if not isinstance(record, dict) or not record.get("crop_from"):
+        return None
+    height, width = record["input_shape"][:2]
+    return max(height, width) / record["crop_from"]
 
 
 def _recorded_statistics(weights: str) -> tuple:

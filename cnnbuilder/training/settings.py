@@ -10,6 +10,7 @@ computed once and recorded), else [0, 1].
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,10 @@ class RunSettings:
     normalization: str = "unit"
     mean: tuple | None = None
     std: tuple | None = None
+    # The shorter side `preprocess` resizes to before the centre crop: the evaluation
+    # transform of the starting weights (torchvision's 256 → 224), scaled to the run's
+    # input; None resizes straight (every run without such weights, and segmentation).
+    crop_from: int | None = None
 
     @classmethod
     def resolve(cls, recipe_or_model, data: Dataset, *, params: dict | None = None,
@@ -145,10 +150,15 @@ class RunSettings:
         fine_tuning = FineTuning.create(recipe, plan, weights, freeze, keras_model=model)
         normalization = run_normalization(recipe, data, shape, weights_mode=fine_tuning.normalization,
                                           statistics=fine_tuning.statistics or statistics)
+        crop_from = None
+        if fine_tuning.crop_fraction and network_task(recipe, model) == "classification" \
+                and None not in shape[:2]:
+            # timm's rule (resolve_data_config: scale_size = floor(size / crop_pct)).
+            crop_from = int(math.floor(max(shape[:2]) / fine_tuning.crop_fraction))
         return cls(recipe, model, plan, name, dict(resolved), params, shape, data.num_classes,
                    config, tuple(augment), data.name, tuple(data.class_names), seed,
                    mixed_precision, jit, fine_tuning, training, dict(data_options or {}),
-                   **normalization)
+                   **normalization, crop_from=crop_from)
 
     @property
     def task(self) -> str:
@@ -175,11 +185,13 @@ class RunSettings:
         }
 
     def normalization_args(self) -> dict:
-        """The normalization keywords of `make_pipeline` and `preprocess` for this run."""
+        """The normalization keywords of `make_pipeline` and `preprocess` for this run
+        (with ``crop_from`` where the starting weights' evaluation transform crops)."""
+        crop = {} if self.crop_from is None else {"crop_from": self.crop_from}
         if self.normalization != DATASET:
-            return {"normalization": self.normalization}
+            return {"normalization": self.normalization, **crop}
         return {"normalization": self.normalization, "mean": list(self.mean),
-                "std": list(self.std)}
+                "std": list(self.std), **crop}
 
     def resolved_training(self, steps_per_epoch: int) -> dict:
         """The training as this run does it (`show --training`'s form: every setting with

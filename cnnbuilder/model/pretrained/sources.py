@@ -166,8 +166,9 @@ def resolve_source(recipe_name: str, weights: str) -> WeightSource:
 
 def weights_preprocessing(recipe_name: str, weights) -> dict | None:
     """What the PyTorch-world `weights` expect of an input image, as `preprocess` keywords:
-    ``{"normalization": mode, "crop_from": shorter side}`` (a state-dict file: the recipe's
-    default source's); None when the recipe has no source to say it.
+    ``{"normalization": mode, "crop_from": shorter side, "crop": centre crop}`` (a
+    state-dict file: the recipe's default source's); None when the recipe has no source to
+    say it. torchvision's IMAGENET1K_V2 ResNet-50: torch, 232, 224.
 
     Raises:
         WeightsError: an unknown source (see `resolve_source`).
@@ -180,7 +181,8 @@ def weights_preprocessing(recipe_name: str, weights) -> dict | None:
         source = known[0]
     else:
         source = resolve_source(recipe_name, str(weights))
-    return {"normalization": source.meta["normalization"], "crop_from": source.meta["resize"]}
+    return {"normalization": source.meta["normalization"], "crop_from": source.meta["resize"],
+            "crop": source.meta["crop"]}
 
 
 def _all_tags(hub: str) -> list[str]:
