@@ -338,6 +338,10 @@ def test_train_starts_from_torchvision_weights_with_their_preprocessing(caches, 
     expected_input = preprocess(data.test[0][: len(images)], (32, 32, 3), normalization="torch",
                                 crop_from=36)
     np.testing.assert_allclose(images.numpy(), expected_input.numpy(), atol=1e-6)
+    # A second phase from this run keeps its crop (and its normalization).
+    second = prepare("resnet18", data, weights=str(out),
+                     input_shape=(32, 32, 3))
+    assert (second.settings.crop_from, second.settings.normalization) == (36, "torch")
     model = cnnbuilder.load_model(out)
     first = next(layer for layer in model.layers if layer.name.endswith("conv1") and layer.weights)
     expected = network.conv1.weight.detach().numpy().transpose(2, 3, 1, 0)
