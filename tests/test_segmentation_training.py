@@ -153,3 +153,45 @@ def test_reproduce_reads_camvid_and_prints_the_mean_iou_beside_the_paper(tmp_pat
     assert run["training"]["optimizer"] == "rmsprop" and run["training"]["schedule"] == "exponential"
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert figures["test_mean_iou"] == pytest.approx(100 * metrics["test_mean_iou"], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_a_backbone_decoder_fine_tunes_from_torchvision_weights_with_its_encoder_frozen(
+        digits_seg, tmp_path, monkeypatch):
+    """`train unet_backbone --set backbone=resnet18 --weights torchvision --freeze backbone`:
+    the weights go into the encoder (the backbone's, resolved against resnet18, not the
+    decoder recipe), "backbone" freezes the encoder alone so the decoder trains, the run
+    normalizes as the weights were trained and never crops a segmentation input; the run's
+    own model.keras then loads back whole, decoder included."""
+    from torch_reference import block_triton, save_torchvision
+
+    block_triton()  # TensorFlow is loaded: triton's LLVM would crash beside it
+    torchvision = pytest.importorskip("torchvision")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("CNNBUILDER_OFFLINE", "1")
+    network = torchvision.models.resnet18()
+    save_torchvision(network, tmp_path / "torch", "resnet18-f37072fd.pth")
+    out = tmp_path / "run"
+    initial = cnnbuilder.build("unet_backbone", backbone="resnet18", input_shape=(32, 32, 3),
+                               classes=11)
+    cnnbuilder.train("unet_backbone", digits_seg, output=out, params={"backbone": "resnet18"},
+                     weights="torchvision", freeze="backbone", input_shape=(32, 32, 3),
+                     training={"epochs": 1, "batch_size": 32}, verbose=0)
+    record = json.loads((out / "run.json").read_text())
+    assert record["preprocessing"]["normalization"] == "torch"
+    assert "crop_from" not in record["preprocessing"]
+    model = keras.saving.load_model(out / "model.keras")
+    conv1 = network.conv1.weight.detach().numpy().transpose(2, 3, 1, 0)
+    np.testing.assert_allclose(model.get_layer("stem_conv1").get_weights()[0], conv1, atol=1e-6)
+    assert not model.get_layer("stem_conv1").trainable  # the encoder, frozen
+    decoder = [layer for layer in model.layers if layer.weights and layer.trainable]
+    assert decoder and all(layer.name.startswith(("decoder", "predictions")) for layer in decoder)
+    changed = [layer.name for layer in decoder if not all(
+        np.array_equal(a, b) for a, b in zip(layer.get_weights(), initial.get_layer(layer.name).get_weights()))]
+    assert changed  # the decoder trained
+    # Weights of the whole trained network load into all of it (not only its encoder).
+    again = cnnbuilder.build("unet_backbone", backbone="resnet18", weights=str(out),
+                             input_shape=(32, 32, 3), classes=11)
+    for layer in model.layers:
+        for ours, theirs in zip(again.get_layer(layer.name).get_weights(), layer.get_weights()):
+            np.testing.assert_array_equal(ours, theirs)

@@ -16,6 +16,8 @@ from keras import layers
 
 from cnnbuilder.model import cost
 from cnnbuilder.model.blocks import BLOCK_FUNCTIONS
+from cnnbuilder.model.encoder import (copy_encoder_weights, load_encoder_weights, mark_encoder,
+                                      whole_model_weights)
 from cnnbuilder.model.factory import LayerFactory
 from cnnbuilder.model.features import STAGE_ATTRIBUTE, layer_strides, stage_outputs, tap_outputs
 from cnnbuilder.errors import RecipeError, WeightsError
@@ -129,8 +131,8 @@ def build_planned(recipe: Recipe, plan: Plan, *, include_top: bool = True, weigh
     model = cost.bounded(recipe, plan, lambda: _functional_model(
         recipe, plan, input_tensor, include_top, pooling, features_only, out_indices, name))
 
-    if weights is not None and plan.encoder:
-        _load_encoder_weights(model, plan, weights)
+    if weights is not None and plan.encoder and not whole_model_weights(weights, model):
+        load_encoder_weights(model, plan, weights)
     elif weights is not None:
         from cnnbuilder.model.loading import load_weights
 
@@ -170,7 +172,8 @@ def _build_with_backbone(recipe: Recipe, backbone, *, include_top, weights, inpu
     (`build(backbone, features_only=True, weights=...)`: any source it takes, "imagenet",
     "torchvision", "timm:...", a file; PyTorch-world weights may pick the variant they need,
     e.g. resnet50_tv), the decoder is planned over that network and the encoder's weights
-    are copied from it layer by layer; the decoder keeps its initialisation."""
+    are copied from it layer by layer; the decoder keeps its initialisation. A Keras file
+    or run of the whole network loads into all of it (`encoder.whole_model_weights`)."""
     _check_arguments(recipe, include_top, None, pooling, classes, classifier_activation)
     if out_indices is not None and not features_only:
         raise RecipeError(f"`out_indices` selects the outputs of `features_only=True`. "
@@ -180,7 +183,10 @@ def _build_with_backbone(recipe: Recipe, backbone, *, include_top, weights, inpu
     shape = _input_shape(recipe, include_top, None, input_tensor, input_shape, classes)
     encoder = backbone if backbone is not None else recipe.backbone.recipe
     donor = None
-    if weights is not None:
+    from cnnbuilder.model.pretrained.sources import is_pytorch_weights
+
+    backbone_source = weights == "imagenet" or is_pytorch_weights(weights)
+    if weights is not None and backbone_source:
         # Checked first: a bad argument or a missing decoder param fails before the donor.
         recipe.plan(input_shape=shape, include_top=include_top, classes=classes,
                     classifier_activation=classifier_activation, backbone=encoder, **params)
@@ -189,38 +195,14 @@ def _build_with_backbone(recipe: Recipe, backbone, *, include_top, weights, inpu
             encoder = donor.name  # the variant the weights were made for
     plan = recipe.plan(input_shape=shape, include_top=include_top, classes=classes,
                        classifier_activation=classifier_activation, backbone=encoder, **params)
+    # A Keras file or run goes to build_planned: the whole network's, or the backbone's.
     model = build_planned(recipe, plan, include_top=include_top, input_tensor=input_tensor,
                           pooling=pooling, name=name, features_only=features_only,
-                          out_indices=out_indices, params=params)
+                          out_indices=out_indices, params=params,
+                          weights=None if backbone_source else weights)
     if donor is not None:
-        _copy_encoder_weights(donor, model)
+        copy_encoder_weights(donor, model)
     return model
-
-
-def _load_encoder_weights(model, plan: Plan, weights) -> None:
-    """Load `weights` into the encoder of a backbone model built from `plan` (the backbone
-    built with them, its weights copied by layer name; see `_build_with_backbone`)."""
-    _copy_encoder_weights(build(plan.backbone, features_only=True, weights=weights,
-                                input_shape=plan.input_shape), model)
-
-
-def _copy_encoder_weights(donor, model) -> None:
-    """Copy every weight of `donor` (a `features_only` backbone) into the layer of `model`
-    of the same name.
-
-    Raises:
-        WeightsError: a layer of the donor that `model` lacks or whose shapes differ (the
-            weights need another variant of the backbone than the one `model` was built on).
-    """
-    for layer in donor.layers:
-        if not layer.weights:
-            continue
-        try:
-            model.get_layer(layer.name).set_weights(layer.get_weights())
-        except ValueError as exc:
-            raise WeightsError(
-                f"the encoder of {model.name} has no layer {layer.name!r} of the shapes in the "
-                f"weights of {donor.name} ({exc}); build it with backbone={donor.name!r}.") from None
 
 
 def _functional_model(recipe, plan, input_tensor, include_top, pooling, features_only,
@@ -239,7 +221,9 @@ def _functional_model(recipe, plan, input_tensor, include_top, pooling, features
     taps = select_taps(recipe.feature_taps(plan), out_indices) if features_only else []
     step_outputs, sources = {}, {}
     if plan.encoder:  # the backbone's feature maps on this input; the steps decode them
-        encoder = build(plan.backbone, features_only=True, input_tensor=x).outputs
+        backbone = build(plan.backbone, features_only=True, input_tensor=x)
+        mark_encoder(backbone)
+        encoder = backbone.outputs
         sources = {tap.name: encoder[tap.index] for tap in plan.encoder}
         x = encoder[plan.encoder[-1].index]
     x, _ = apply_plan(plan, x, step_outputs, sources)

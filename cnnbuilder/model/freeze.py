@@ -9,7 +9,8 @@ transfer-learning guide prescribes. The flag is part of every layer's config, so
 
 What can be frozen is named by the plan's sections, which every recipe build tags its
 layers with (`features.STAGE_ATTRIBUTE`): ``stem`` and the stage names (``conv2`` ...
-``conv5`` for a ResNet-50), or ``backbone`` for all of them (everything but the head).
+``conv5`` for a ResNet-50), or ``backbone`` for all of them (everything but the head;
+of a segmentation network over a `backbone:`, its encoder alone: the decoder trains).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import keras
 
 from cnnbuilder.errors import RecipeError
+from cnnbuilder.model.encoder import encoder_layer
 from cnnbuilder.model.features import layer_stage
 
 BACKBONE = "backbone"
@@ -63,12 +65,16 @@ def resolve_freeze(model: keras.Model, spec) -> tuple[str, ...]:
     if not stages:
         raise RecipeError(f"`freeze` names stages of a recipe build; {model.name} was not built "
                           "from a recipe (set `layer.trainable = False` on its layers instead).")
-    return check_freeze(stages, spec, model.name)
+    encoder = [stage for stage in stages
+               if any(encoder_layer(layer) for layer in model.layers if layer_stage(layer) == stage)]
+    return check_freeze(stages, spec, model.name, encoder=encoder)
 
 
-def check_freeze(stages: list[str], spec, name: str) -> tuple[str, ...]:
+def check_freeze(stages: list[str], spec, name: str, *, encoder=()) -> tuple[str, ...]:
     """The sections among `stages` (a network's ``stem``, stages, ``head``, in order) that
-    `spec` freezes, in that order; `name` is the network's, for messages.
+    `spec` freezes, in that order; `name` is the network's, for messages. With `encoder`
+    (the sections of a backbone network's encoder), ``backbone`` means those alone: the
+    decoder and the head train.
 
     Raises:
         RecipeError: the head, or an unknown stage name (the stages are listed).
@@ -83,9 +89,8 @@ def check_freeze(stages: list[str], spec, name: str) -> tuple[str, ...]:
         extra = " (the head is what trains)" if HEAD in unknown else ""
         raise RecipeError(f"`freeze`: no stage {', '.join(map(repr, unknown))} in {name}"
                           f"{extra}; choose from {', '.join(known)}. Received: freeze={spec!r}")
-    if BACKBONE in names:
-        return tuple(frozen)
-    return tuple(s for s in frozen if s in names)
+    backbone = [s for s in frozen if s in encoder] if encoder else frozen
+    return tuple(s for s in frozen if s in names or (BACKBONE in names and s in backbone))
 
 
 def freeze(model: keras.Model, spec) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ from cnnbuilder.errors import RecipeError, RunError, WeightsError
 from cnnbuilder.model.freeze import check_freeze, freeze, parse_freeze
 from cnnbuilder.model.loading import imagenet_file, weights_normalization
 from cnnbuilder.model.pretrained.sources import is_pytorch_weights
+from cnnbuilder.zoo import load_recipe
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,11 @@ class FineTuning:
                                   "is a Keras model already (load its weights yourself).")
             return cls(None, names)
         pytorch = is_pytorch_weights(weights)
+        # A decoder over a backbone (plan.encoder): the weights and the freezing's
+        # "backbone" are its encoder's, the backbone recipe's.
+        owner = load_recipe(plan.backbone) if plan.encoder else recipe
         if weights == "imagenet":  # the file must be in the Keras cache before a byte is written
-            imagenet_file(recipe, True, plan.input_shape)
+            imagenet_file(owner, not plan.encoder, plan.input_shape)
         elif pytorch:  # located by RunSettings.resolve; a file's path made absolute
             weights = str(Path(weights).resolve()) if Path(str(weights)).is_file() else str(weights)
         elif weights is not None:
@@ -71,12 +75,13 @@ class FineTuning:
                                    "file (.weights.h5, .h5, .keras) or a run directory.")
             weights = str(Path(weights).resolve())
         if names is not None:
-            sections = [s.stage if s.section == "stage" else s.section for s in plan.steps]
-            check_freeze(list(dict.fromkeys(sections)), names, recipe.name)
+            encoder = _sections(owner.plan(input_shape=plan.input_shape, include_top=False)) \
+                if plan.encoder else []
+            check_freeze(encoder + _sections(plan), names, recipe.name, encoder=encoder)
         if pytorch:
-            normalization, crop_fraction = _pytorch_preprocessing(recipe, weights)
+            normalization, crop_fraction = _pytorch_preprocessing(owner, weights)
         else:
-            normalization = weights_normalization(weights, recipe)
+            normalization = weights_normalization(weights, owner)
             crop_fraction = _recorded_crop_fraction(weights) if weights != "imagenet" else None
         statistics = _recorded_statistics(weights) if normalization == "dataset" else None
         return cls(weights, names, normalization, statistics, crop_fraction)
@@ -88,6 +93,11 @@ class FineTuning:
     def apply(self, model: keras.Model) -> tuple:
         """Freeze `model`'s stages (before it is compiled); the frozen stages."""
         return freeze(model, self.freeze)
+
+
+def _sections(plan) -> list[str]:
+    """The plan's sections in order: ``stem``, its stages, ``head``."""
+    return list(dict.fromkeys(s.stage if s.section == "stage" else s.section for s in plan.steps))
 
 
 def _pytorch_preprocessing(recipe, weights) -> tuple:

@@ -126,7 +126,12 @@ class RunSettings:
             resolved = {}
         else:
             recipe = load_recipe(recipe_or_model)
-            if is_pytorch_weights(weights):
+            backbone = _backbone_of(recipe, params)
+            if is_pytorch_weights(weights) and backbone:
+                # A decoder over a backbone: the weights are the backbone's, and may need
+                # its variant (resnet50's torchvision weights: resnet50_tv).
+                params = {**params, "backbone": pytorch_network(load_recipe(backbone), weights, {})[0].name}
+            elif is_pytorch_weights(weights):
                 # PyTorch-world weights need their network (resnet50's torchvision weights:
                 # resnet50_tv) and its params; the file must be there before a byte is written.
                 recipe, params = pytorch_network(recipe, weights, params)
@@ -311,6 +316,15 @@ def _with_drop_path(recipe, plan, config: TrainingConfig):
                           "units or dense layers whose branch stochastic depth could drop.")
     drop_path = {"rate": config.drop_path, "rule": config.drop_path_rule, "units": units}
     return replace(plan, defaults={**plan.defaults, "drop_path": drop_path})
+
+
+def _backbone_of(recipe, params: dict) -> str | None:
+    """The backbone recipe a decoder recipe's encoder is (``params["backbone"]`` or its
+    `backbone:`); None for a network with its own encoder."""
+    spec = getattr(recipe, "backbone", None)
+    if spec is None or (spec.recipe is None and not params.get("backbone")):
+        return None
+    return params.get("backbone") or spec.recipe
 
 
 def pytorch_network(recipe, weights, params: dict) -> tuple:
