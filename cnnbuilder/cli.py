@@ -147,8 +147,10 @@ def cmd_tune(args) -> int:
           f"{best['params']:,} params, {best['hyperparameters']}")
     if result.get("retrained"):
         retrained = result["retrained"]
-        print(f"retrained for {retrained['epochs']} epochs: test accuracy "
-              f"{retrained['test_accuracy']:.4f} ({args.output}/{retrained['output']}/)")
+        score = ("test mean IoU", "test_mean_iou") if "test_mean_iou" in retrained else \
+            ("test accuracy", "test_accuracy")
+        print(f"retrained for {retrained['epochs']} epochs: {score[0]} "
+              f"{retrained[score[1]]:.4f} ({args.output}/{retrained['output']}/)")
     print(f"results in {args.output}/: tuning.json, tuning.png, best/model.keras")
     return 0
 

@@ -158,8 +158,9 @@ def show_training(recipe, args) -> int:
     if schedule["boundaries"]:
         text += f", x{schedule['factor']} at {schedule['boundaries']} {report['unit']}"
     if schedule.get("patience"):
+        score = "val_mean_iou" if recipe.task == "segmentation" else "val_accuracy"
         text += (f", x{schedule['factor']} after {schedule['patience']} epochs without a better "
-                 f"val_accuracy, at most {schedule['reductions']} times")
+                 f"{score}, at most {schedule['reductions']} times")
     if schedule["warmup"]:
         warm = schedule["warmup"]
         text += (f"; warm-up {warm['length']} {report['unit']}"

@@ -192,3 +192,12 @@ def test_segmentation_figure_draws_images_and_masks(tmp_path):
     assert (tmp_path / "segmentation.png").stat().st_size > 0
     with pytest.raises(ValueError):
         segmentation_figure(images[:2], true[:1], predicted[:2], CLASS_NAMES)
+
+
+def test_ignored_pixels_are_drawn_apart_from_every_class():
+    from cnnbuilder.plots.segmentation import VOID_COLOUR, colour_masks
+
+    coloured = colour_masks(np.array([[-1, 0, 1, 2]]), 3)
+    assert tuple(coloured[0, 0]) == VOID_COLOUR
+    assert all(tuple(coloured[0, i]) != VOID_COLOUR for i in (1, 2, 3))
+    assert len({tuple(c) for c in coloured[0]}) == 4

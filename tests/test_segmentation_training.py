@@ -88,6 +88,8 @@ def test_the_pipeline_of_a_segmentation_job_carries_the_class_weights(digits_seg
     ("unet", "digits-seg", {"class_weights": [1, 2]}, RecipeError,
      r"class_weights has 2 values but the dataset digits-seg has 11 classes"),
     ("resnet20", "digits", {"loss": "dice"}, RecipeError, r"loss = 'dice' is for segmentation"),
+    ("unet", "digits-seg", {"epochs": 2, "warmup": 1, "warmup_until_error": 0.8}, RecipeError,
+     r"warmup_until_error ends the warm-up on the training error of a classifier"),
 ])
 def test_a_network_meets_only_data_and_losses_of_its_task(digits_seg, recipe, dataset, training,
                                                           error, message, tmp_path):
@@ -104,6 +106,16 @@ def test_the_cli_refuses_a_classifier_on_masks_with_exit_2(tmp_path, capsys):
                      str(tmp_path / "never")])
     assert code == 2 and not (tmp_path / "never").exists()
     assert "segmentation dataset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe, objective", [("unet", "val_accuracy"), ("resnet20", "val_mean_iou")])
+def test_a_search_refuses_an_objective_its_trials_do_not_log(digits_seg, recipe, objective, tmp_path):
+    from cnnbuilder.errors import TuningError
+
+    data = digits_seg if recipe == "unet" else load_dataset("digits")
+    with pytest.raises(TuningError, match=f"objective '{objective}' is not logged"):
+        cnnbuilder.tune(recipe, dataset=data, output=tmp_path / "never", objective=objective)
+    assert not (tmp_path / "never").exists()
 
 
 @pytest.mark.slow

@@ -36,11 +36,18 @@ def palette(classes: int = PALETTE_SIZE) -> np.ndarray:
     return colours
 
 
+# The colour of ignored (void) pixels, marked by a negative label: white, as VOC's void.
+VOID_COLOUR = (255, 255, 255)
+
+
 def colour_masks(masks, classes: int) -> np.ndarray:
     """Integer masks (..., H, W) as uint8 RGB (..., H, W, 3) in the `palette` colours
-    (indices past 255 wrap around)."""
+    (indices past 255 wrap around; a negative label, an ignored pixel, is `VOID_COLOUR`)."""
     colours = palette(min(max(int(classes), 1), PALETTE_SIZE))
-    return colours[np.asarray(masks) % len(colours)]
+    masks = np.asarray(masks)
+    coloured = colours[np.where(masks < 0, 0, masks) % len(colours)]
+    coloured[masks < 0] = VOID_COLOUR
+    return coloured
 
 
 def segmentation_figure(images, true_masks, predicted_masks, class_names: Sequence[str], *,

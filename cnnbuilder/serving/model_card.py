@@ -186,7 +186,7 @@ def _schedule_text(resolved: dict) -> str:
 def _evaluation(metadata: dict) -> str:
     metrics = metadata.get("metrics") or {}
     lines = ["## Evaluation results", ""]
-    if metrics.get("test_accuracy") is not None:
+    if metrics.get("test_accuracy") is not None and metrics.get("test_mean_iou") is None:
         lines.append(f"- Keras model, test split: accuracy {float(metrics['test_accuracy']):.4f}"
                      + (f", loss {float(metrics['test_loss']):.4f}" if metrics.get("test_loss") is not None else ""))
     lines += _segmentation_results(metrics)
@@ -216,8 +216,7 @@ def _segmentation_results(metrics: dict) -> list[str]:
                      + (f", pixel accuracy {float(metrics['test_pixel_accuracy']):.4f}"
                         if metrics.get("test_pixel_accuracy") is not None else "")
                      + (f", loss {float(metrics['test_loss']):.4f}"
-                        if metrics.get("test_loss") is not None
-                        and metrics.get("test_accuracy") is None else ""))
+                        if metrics.get("test_loss") is not None else ""))
     per_class = metrics.get("test_iou_per_class")
     if isinstance(per_class, dict) and per_class:
         lines += ["", "IoU per class (test split; — where a class was neither labelled nor "

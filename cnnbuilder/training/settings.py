@@ -159,7 +159,8 @@ class RunSettings:
         if fine_tuning.crop_fraction and network_task(recipe, model) == "classification" \
                 and None not in shape[:2]:
             # timm's rule (resolve_data_config: scale_size = floor(size / crop_pct)).
-            crop_from = int(math.floor(max(shape[:2]) / fine_tuning.crop_fraction))
+            # (The 1e-9: a fraction read back from a record, 224 / 256, divides exactly.)
+            crop_from = int(math.floor(max(shape[:2]) / fine_tuning.crop_fraction + 1e-9))
         return cls(recipe, model, plan, name, dict(resolved), params, shape, data.num_classes,
                    config, tuple(augment), data.name, tuple(data.class_names), seed,
                    mixed_precision, jit, fine_tuning, training, dict(data_options or {}),
@@ -251,6 +252,10 @@ def _check_task(recipe, model, data: Dataset, config: TrainingConfig, augment, n
             raise RecipeError(f"{where}: augment {', '.join(whole_image)} mixes or re-labels whole "
                               "images and has no per-pixel form here; a segmentation run takes "
                               "the geometric (applied to image and mask together) and colour ones.")
+        if config.warmup_until_error is not None:
+            raise RecipeError(f"{where}: warmup_until_error ends the warm-up on the training "
+                              "error of a classifier (He et al.'s ResNet-110); a segmentation "
+                              "run has no such error: give the warm-up a length alone.")
         if config.class_weights and len(config.class_weights) != data.num_classes:
             raise RecipeError(f"{where}: class_weights has {len(config.class_weights)} values but "
                               f"the dataset {data.name} has {data.num_classes} classes.")

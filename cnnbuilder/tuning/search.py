@@ -74,8 +74,14 @@ def tune(recipe, *, dataset="digits", output, tuner="random", max_trials=10, epo
     """
     started = time.perf_counter()
     loaded = load_recipe(recipe)
+    segmentation = loaded.task == "segmentation"
     if objective is None:
-        objective = "val_mean_iou" if loaded.task == "segmentation" else "val_accuracy"
+        objective = "val_mean_iou" if segmentation else "val_accuracy"
+    elif objective in OBJECTIVES and ("mean_iou" in objective) != segmentation:
+        raise TuningError(f"objective {objective!r} is not logged by a {loaded.task} network's "
+                          f"trials; {loaded.name} logs "
+                          + ("val_mean_iou, mean_iou, val_loss and loss." if segmentation
+                             else "val_accuracy, accuracy, val_loss and loss."))
     _check_arguments(tuner, max_trials, epochs, objective, max_params, batch_size, retrain_epochs)
     seed = checks.seed(seed)
     input_shape = checks.input_shape(input_shape)
