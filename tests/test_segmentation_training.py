@@ -71,6 +71,48 @@ def test_a_segmentation_run_scores_by_mean_iou_and_draws_its_masks(digits_seg, t
     assert result.metrics == metrics
 
 
+@pytest.mark.slow
+def test_an_interrupted_segmentation_run_resumes_to_the_uninterrupted_result(digits_seg, tmp_path,
+                                                                             monkeypatch):
+    """Interrupted after its first epoch's commit and rerun, a segmentation run (translated
+    image and mask batches, pixel weights, mean IoU) ends where the uninterrupted one does."""
+    from cnnbuilder.training import commit
+
+    kwargs = dict(**TINY_UNET, seed=3, verbose=0, tensorboard=False,
+                  training={"epochs": 2, "batch_size": 32, "optimizer": "adam",
+                            "learning_rate": 0.01, "augment": ["translate", "flip"]})
+    whole = cnnbuilder.train("unet", digits_seg, output=tmp_path / "whole", **kwargs)
+    committed = commit.EpochCommit.on_epoch_end
+
+    def commit_then_stop(self, epoch, logs=None):
+        committed(self, epoch, logs)
+        raise KeyboardInterrupt  # after epoch 1 is on disk, as Ctrl-C
+
+    with monkeypatch.context() as patch:
+        patch.setattr(commit.EpochCommit, "on_epoch_end", commit_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            cnnbuilder.train("unet", digits_seg, output=tmp_path / "cut", **kwargs)
+    from cnnbuilder import runs
+
+    assert runs.epochs_done(tmp_path / "cut") == 1
+    trained = []
+
+    def counting(self, epoch, logs=None):
+        trained.append(epoch)
+        committed(self, epoch, logs)
+
+    monkeypatch.setattr(commit.EpochCommit, "on_epoch_end", counting)
+    resumed = cnnbuilder.train("unet", digits_seg, output=tmp_path / "cut", **kwargs)
+    assert trained == [1]  # the second epoch alone: the first was kept
+    rows = [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.history]
+    expected = [{k: v for k, v in r.items() if k != "seconds"} for r in whole.history]
+    assert len(rows) == 2
+    for mine, theirs in zip(rows, expected):
+        for key, value in theirs.items():
+            assert mine[key] == pytest.approx(value, rel=1e-4, abs=1e-6), (mine["epoch"], key)
+    assert resumed.metrics["test_mean_iou"] == pytest.approx(whole.metrics["test_mean_iou"], abs=1e-6)
+
+
 def test_the_pipeline_of_a_segmentation_job_carries_the_class_weights(digits_seg):
     weights = [0.25] + [2.0] * 10
     job = prepare("unet", digits_seg, training={"class_weights": weights}, **TINY_UNET)
