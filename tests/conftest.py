@@ -2,6 +2,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, str(Path(__file__).parent))
@@ -23,3 +25,13 @@ def pytest_ignore_collect(collection_path, config):
         if "pytest.mark.fast" not in collection_path.read_text(encoding="utf-8"):
             return True
     return None  # never False: that would override --ignore and the other hooks
+
+
+@pytest.fixture
+def caches(tmp_path, monkeypatch):
+    """Empty torch.hub and Hugging Face caches in `tmp_path`, downloads off."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("CNNBUILDER_OFFLINE", "1")
+    return tmp_path

@@ -199,16 +199,6 @@ def test_feature_info_of_the_built_model_is_timms(recipe):
     assert cnnbuilder.feature_info(picked) == [info[1], info[-1]]
 
 
-@pytest.fixture
-def caches(tmp_path, monkeypatch):
-    """Empty torch.hub and Hugging Face caches in `tmp_path`, downloads off."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("CNNBUILDER_OFFLINE", "1")
-    return tmp_path
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe, source", [("resnet18", "timm:resnet18.a1_in1k"),
                                             ("densenet121", "timm:densenet121.tv_in1k")])

@@ -50,16 +50,6 @@ def float64():
     keras.config.set_dtype_policy(previous[1])
 
 
-@pytest.fixture
-def caches(tmp_path, monkeypatch):
-    """Empty torch.hub and Hugging Face caches in `tmp_path`, downloads off."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("CNNBUILDER_OFFLINE", "1")
-    return tmp_path
-
-
 def assert_close(ours, theirs, atol=EXACT):
     """Equal within `atol`, on outputs that are not trivially small."""
     assert ours.shape == theirs.shape

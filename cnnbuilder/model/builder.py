@@ -97,13 +97,9 @@ def build(recipe, *, include_top: bool = True, weights=None, input_tensor=None,
                                 classifier_activation=classifier_activation, name=name,
                                 features_only=features_only, out_indices=out_indices)
     recipe = loaded
-    _check_arguments(recipe, include_top, weights, pooling, classes, classifier_activation)
-    if out_indices is not None and not features_only:
-        raise RecipeError(f"`out_indices` selects the outputs of `features_only=True`. "
-                          f"Received: out_indices={out_indices!r} without features_only")
-    if features_only:
-        include_top = False
-    shape = _input_shape(recipe, include_top, weights, input_tensor, input_shape, classes)
+    include_top, shape = _checked_arguments(recipe, include_top, weights, input_tensor,
+                                            input_shape, pooling, classes, classifier_activation,
+                                            features_only, out_indices)
     plan = recipe.plan(input_shape=shape, include_top=include_top, classes=classes,
                        classifier_activation=classifier_activation, backbone=backbone, **params)
 
@@ -141,6 +137,18 @@ def build_planned(recipe: Recipe, plan: Plan, *, include_top: bool = True, weigh
     return model
 
 
+def _checked_arguments(recipe, include_top, weights, input_tensor, input_shape, pooling, classes,
+                       classifier_activation, features_only, out_indices) -> tuple:
+    """(include_top, input shape) of a build after its keras.applications arguments are
+    checked (`out_indices` only with `features_only`, which implies no top)."""
+    _check_arguments(recipe, include_top, weights, pooling, classes, classifier_activation)
+    if out_indices is not None and not features_only:
+        raise RecipeError(f"`out_indices` selects the outputs of `features_only=True`. "
+                          f"Received: out_indices={out_indices!r} without features_only")
+    include_top = include_top and not features_only
+    return include_top, _input_shape(recipe, include_top, weights, input_tensor, input_shape, classes)
+
+
 def _decoder_recipe(recipe: Recipe) -> Recipe:
     """The recipe a build with ``backbone=`` uses: `recipe` itself, or the `decoder` its
     `backbone:` names when it has its own encoder (``unet`` -> ``unet_backbone``)."""
@@ -174,13 +182,9 @@ def _build_with_backbone(recipe: Recipe, backbone, *, include_top, weights, inpu
     e.g. resnet50_tv), the decoder is planned over that network and the encoder's weights
     are copied from it layer by layer; the decoder keeps its initialisation. A Keras file
     or run of the whole network loads into all of it (`encoder.whole_model_weights`)."""
-    _check_arguments(recipe, include_top, None, pooling, classes, classifier_activation)
-    if out_indices is not None and not features_only:
-        raise RecipeError(f"`out_indices` selects the outputs of `features_only=True`. "
-                          f"Received: out_indices={out_indices!r} without features_only")
-    if features_only:
-        include_top = False
-    shape = _input_shape(recipe, include_top, None, input_tensor, input_shape, classes)
+    include_top, shape = _checked_arguments(recipe, include_top, None, input_tensor, input_shape,
+                                            pooling, classes, classifier_activation,
+                                            features_only, out_indices)
     encoder = backbone if backbone is not None else recipe.backbone.recipe
     donor = None
     from cnnbuilder.model.pretrained.sources import is_pytorch_weights
