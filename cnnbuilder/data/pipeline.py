@@ -29,7 +29,7 @@ from cnnbuilder.data.preprocess import (
 from cnnbuilder.data.splits import Split, split_size
 from cnnbuilder.errors import DataError
 
-__all__ = ["batch_count", "make_pipeline", "shard_to_devices"]
+__all__ = ["batch_count", "make_pipeline", "shard_to_devices", "shuffled_stream"]
 
 # Shuffle buffer for streamed splits whose elements may be large decoded images.
 _STREAM_SHUFFLE_BUFFER = 10_000
@@ -275,6 +275,27 @@ def _array_batches(arrays: _Arrays, batch_size, order, repeat, convert) -> tf.da
     return batches if arrays.raw else batches.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def shuffled_stream(split: tf.data.Dataset, known: int | None, seed: int, epoch) -> tf.data.Dataset:
+    """A stream of `known` examples (None: unknown) through a shuffle buffer: in epoch
+    `epoch` (a tensor inside the epochs' `flat_map`) its order is drawn from (seed, epoch)
+    alone; with `epoch` None, reshuffled from `seed` on every pass."""
+    buffer = max(min(known, _STREAM_SHUFFLE_BUFFER) if known else _STREAM_SHUFFLE_BUFFER, 1)
+    if epoch is None:
+        return split.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    drawn = tf.random.stateless_uniform([], seed=epoch_seed(seed, epoch, 0), minval=None,
+                                        maxval=None, dtype=tf.int64)
+    # TensorFlow pairs an op seed with the graph's seed and, when that is 0 (after
+    # `tf.random.set_seed(0)`, which a run with seed 0 makes), compares the op seed with 0
+    # in Python: a tensor seed then raises. The graph seed is set aside while the shuffle
+    # is made, so its order depends on (seed, epoch) alone, whatever the global seed.
+    graph = tf.compat.v1.get_default_graph()
+    global_seed, graph.seed = graph.seed, None
+    try:
+        return split.shuffle(buffer, reshuffle_each_iteration=False, seed=drawn)
+    finally:
+        graph.seed = global_seed
+
+
 def _stream_batches(split, input_shape, batch_size, order, repeat, convert,
                     known: int | None) -> tf.data.Dataset:
     """Batches from a tf.data split of unbatched (uint8 image, label), or of `_Files`."""
@@ -285,14 +306,7 @@ def _stream_batches(split, input_shape, batch_size, order, repeat, convert,
             lambda i: (tf.gather(names, i), tf.gather(classes, i)))
         split = decode_files(files, split.channels, split.size)
     elif order is not None:
-        buffer = min(known, _STREAM_SHUFFLE_BUFFER) if known else _STREAM_SHUFFLE_BUFFER
-        seed, epoch = order
-        if epoch is None:
-            split = split.shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=True)
-        else:  # one seed per epoch, drawn from (seed, epoch)
-            drawn = tf.random.stateless_uniform([], seed=epoch_seed(seed, epoch, 0), minval=None,
-                                                maxval=None, dtype=tf.int64)
-            split = split.shuffle(max(buffer, 1), reshuffle_each_iteration=False, seed=drawn)
+        split = shuffled_stream(split, known, *order)
     if repeat:
         split = split.repeat()
     image_spec = split.element_spec[0]

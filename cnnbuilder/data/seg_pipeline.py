@@ -33,8 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from cnnbuilder.data.arrays import check_images
-from cnnbuilder.data.augment import (AUGMENTATIONS, _entry, augmentation_names, batch_seeds,
-                                     epoch_seed)
+from cnnbuilder.data.augment import AUGMENTATIONS, _entry, augmentation_names, batch_seeds
 from cnnbuilder.data.preprocess import normalize, preprocess
 from cnnbuilder.data.segmentation import decode_pairs, segmentation_source
 from cnnbuilder.data.splits import split_size
@@ -46,7 +45,6 @@ __all__ = ["JOINT_AUGMENTATIONS", "IMAGE_ONLY_AUGMENTATIONS", "is_segmentation_s
 # Geometric: applied to image and mask together. Photometric: to the image only.
 JOINT_AUGMENTATIONS = ("crop", "flip", "translate")
 IMAGE_ONLY_AUGMENTATIONS = ("random_erasing",)
-_STREAM_SHUFFLE_BUFFER = 10_000
 
 
 def is_segmentation_split(split) -> bool:
@@ -217,14 +215,9 @@ def _stream(source, order, size, repeat, batch_size, to_input,
     else:
         split = source
         if order is not None:
-            buffer = max(min(size or _STREAM_SHUFFLE_BUFFER, _STREAM_SHUFFLE_BUFFER), 1)
-            seed, epoch = order
-            if epoch is None:
-                split = split.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-            else:
-                drawn = tf.random.stateless_uniform([], seed=epoch_seed(seed, epoch, 0),
-                                                    minval=None, maxval=None, dtype=tf.int64)
-                split = split.shuffle(buffer, reshuffle_each_iteration=False, seed=drawn)
+            from cnnbuilder.data.pipeline import shuffled_stream
+
+            split = shuffled_stream(split, size, *order)
     if repeat:
         split = split.repeat()
     if not split.element_spec[0].shape.is_fully_defined() and not fixed:
