@@ -39,6 +39,7 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "Header",
     "bad_images_error",
+    "list_bad_files",
     "read_header",
     "undecodable",
 ]
@@ -180,12 +181,16 @@ def _decode_failure(path: str, channels: int) -> str:
     return "cannot be decoded (it failed once while checking; it may have changed since)"
 
 
+def list_bad_files(bad: Sequence[BadImage]) -> str:
+    """"path: reason; ..." of the first few bad files, and how many more there are."""
+    listed = "; ".join(f"{b.path}: {b.reason}" for b in bad[:_LISTED])
+    return listed + (f"; and {len(bad) - _LISTED} more" if len(bad) > _LISTED else "")
+
+
 def bad_images_error(root: Path, bad: Sequence[BadImage], total: int) -> DataError:
     """The error naming the bad files of a dataset folder (the first few, and a count)."""
-    listed = "; ".join(f"{b.path}: {b.reason}" for b in bad[:_LISTED])
-    more = f"; and {len(bad) - _LISTED} more" if len(bad) > _LISTED else ""
     return DataError(
         f"{len(bad)} of the {total} image files in the dataset folder {root} cannot be "
-        f"used: {listed}{more}. Remove or replace them, or pass skip_bad_images=True "
+        f"used: {list_bad_files(bad)}. Remove or replace them, or pass skip_bad_images=True "
         "(cnnbuilder train --skip-bad-images) to leave them out and count them."
     )

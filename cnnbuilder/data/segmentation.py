@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from cnnbuilder.data.folder_walk import BadImage, walk_class
-from cnnbuilder.data.image_checks import read_header, undecodable
+from cnnbuilder.data.image_checks import list_bad_files, read_header, undecodable
 from cnnbuilder.data.images import decode_path
 from cnnbuilder.data.seg_masks import VOID, ClassList, read_class_list, read_mask
 from cnnbuilder.data.splits import FIXED_SPLIT_STATE, Dataset, stratified_split
@@ -49,7 +49,6 @@ __all__ = [
 DIGITS_SEG_THRESHOLD = 128
 _SPLIT_FOLDERS = {"train": "train", "val": "validation", "validation": "validation",
                   "test": "test"}
-_LISTED = 10
 # Lazily decoded segmentation splits -> (image paths, mask paths, channels, size, classes).
 _SOURCES: "weakref.WeakKeyDictionary[tf.data.Dataset, tuple]" = weakref.WeakKeyDictionary()
 
@@ -102,11 +101,9 @@ def load_segmentation_folder(root: Path, validation_split: float, test_split: fl
     headers, channels, bad = _check_pairs(everything, classes)
     problems = sorted(problems + bad)
     if problems and not skip_bad_images:
-        listed = "; ".join(f"{b.path}: {b.reason}" for b in problems[:_LISTED])
-        more = f"; and {len(problems) - _LISTED} more" if len(problems) > _LISTED else ""
         raise DataError(
             f"{len(problems)} problem(s) in the segmentation folder {root} "
-            f"({len(everything)} image/mask pairs found): {listed}{more}. Fix or remove those "
+            f"({len(everything)} image/mask pairs found): {list_bad_files(problems)}. Fix or remove those "
             "files, or pass skip_bad_images=True (cnnbuilder train --skip-bad-images) to leave "
             "those pairs out.")
     usable = {split: [p for p in found if p[0] in headers] for split, found in pairs.items()}

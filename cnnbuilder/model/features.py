@@ -84,34 +84,6 @@ def stage_outputs(model: keras.Model) -> list[dict]:
     return info
 
 
-def select_stages(stages: list[str], out_indices) -> list[str]:
-    """The stages `out_indices` picks (0 is the first stage after the stem; negative
-    indices count from the end, as in Python and timm).
-
-    Raises:
-        RecipeError: indices that are not integers, out of range or repeated.
-    """
-    if out_indices is None:
-        return list(stages)
-    listing = ", ".join(f"{i}: {s}" for i, s in enumerate(stages))
-    try:
-        indices = list(out_indices)
-    except TypeError:
-        indices = None
-    if not indices or any(isinstance(i, bool) or not isinstance(i, int) for i in indices):
-        raise RecipeError(f"`out_indices` must be a non-empty sequence of stage indices "
-                          f"({listing}). Received: out_indices={out_indices!r}")
-    bad = [i for i in indices if not -len(stages) <= i < len(stages)]
-    if bad:
-        raise RecipeError(f"`out_indices` {bad} out of range: this network has {len(stages)} "
-                          f"stages ({listing}). Received: out_indices={out_indices!r}")
-    chosen = [stages[i] for i in indices]
-    if len(set(chosen)) != len(chosen):
-        raise RecipeError(f"`out_indices` names a stage twice ({listing}). "
-                          f"Received: out_indices={out_indices!r}")
-    return chosen
-
-
 def layer_stage(layer) -> str | None:
     """The plan section (``"stem"``, a stage name, ``"head"``) a recipe build created
     `layer` in; None for a layer of another model."""
@@ -148,5 +120,5 @@ def layer_strides(model: keras.Model) -> dict[str, int]:
     return strides
 
 
-__all__ = ["FEATURE_ATTRIBUTE", "STAGE_ATTRIBUTE", "feature_info", "tap_outputs", "layer_stage", "layer_strides", "select_stages",
+__all__ = ["FEATURE_ATTRIBUTE", "STAGE_ATTRIBUTE", "feature_info", "tap_outputs", "layer_stage", "layer_strides",
            "stage_outputs"]
