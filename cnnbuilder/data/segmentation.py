@@ -103,7 +103,8 @@ def load_segmentation_folder(root: Path, validation_split: float, test_split: fl
     if problems and not skip_bad_images:
         raise DataError(
             f"{len(problems)} problem(s) in the segmentation folder {root} "
-            f"({len(everything)} image/mask pairs found): {list_bad_files(problems)}. Fix or remove those "
+            f"({len(everything)} image/mask pairs found): {list_bad_files(problems)}. "
+            "Fix or remove those "
             "files, or pass skip_bad_images=True (cnnbuilder train --skip-bad-images) to leave "
             "those pairs out.")
     usable = {split: [p for p in found if p[0] in headers] for split, found in pairs.items()}
